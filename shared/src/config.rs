@@ -1,0 +1,364 @@
+//! Typed, layered settings shared by both binaries: built-in defaults, then an optional TOML file,
+//! then environment variables. Every error names the offending key and where it came from.
+//!
+//! Environment variables:
+//! - the documented top-level names `STORE_URL`, `REDIS_URL`, `NATS_URL`, `API_ADDR`,
+//!   `METRICS_ADDR`, `PIPELINE_CONFIG`;
+//! - any other key as `CACHEFLOW_<SECTION>__<KEY>`, e.g. `CACHEFLOW_STREAM__MAX_MSGS_PER_SUBJECT=5`;
+//! - `CACHEFLOW_CONFIG`: the optional settings file (default `config/cacheflow.toml` when it exists).
+//!
+//! URLs are [`SecretUrl`]s, so printing the settings never prints a password.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::redact::SecretUrl;
+
+/// Which binary is loading the settings; only some defaults differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Api,
+    Worker,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub store_url: SecretUrl,
+    pub redis_url: SecretUrl,
+    pub nats_url: SecretUrl,
+    pub api_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub pipeline_config: PathBuf,
+    pub stream: StreamSettings,
+    pub outbox: OutboxSettings,
+    pub store: StoreSettings,
+    pub redis: RedisSettings,
+    pub nats: NatsSettings,
+    pub log: LogSettings,
+}
+
+/// The JetStream stream every write is published to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSettings {
+    pub name: String,
+    /// Subjects are `<subject_prefix>.<collection>.<id>`.
+    pub subject_prefix: String,
+    /// 1 (the default) makes the stream a compacted log: the latest event per entity.
+    pub max_msgs_per_subject: i64,
+    /// How long JetStream remembers a `Nats-Msg-Id` to drop a republished event.
+    pub duplicate_window_secs: u64,
+    /// 0 = keep events until they are superseded.
+    pub max_age_secs: u64,
+    pub replicas: usize,
+}
+
+/// The relay that publishes the outbox to JetStream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxSettings {
+    pub batch_size: usize,
+    /// The relay also wakes at once after each write; this is the fallback poll.
+    pub poll_interval_ms: u64,
+    pub retry_min_ms: u64,
+    pub retry_max_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// Deadline for one store operation.
+    pub op_timeout_ms: u64,
+    /// SQLite `PRAGMA synchronous`: `full` (the default: a committed write survives power loss)
+    /// or `normal` (WAL-safe against crashes of the process, may lose the last commits on power loss).
+    pub sqlite_synchronous: SqliteSynchronous,
+    /// Read connections kept besides the single writer.
+    pub sqlite_readers: usize,
+    /// MongoDB database used when the URL names none.
+    pub mongo_database: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSynchronous {
+    Full,
+    Normal,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsSettings {
+    /// Deadline for connecting and for one JetStream request (publish ack, stream info).
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// `RUST_LOG`-style filter; the `RUST_LOG` variable wins when set.
+    pub filter: String,
+    /// One JSON object per line instead of human-readable text.
+    pub json: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+/// The documented top-level environment names.
+const TOP_LEVEL_ENV: &[&str] = &[
+    "STORE_URL",
+    "REDIS_URL",
+    "NATS_URL",
+    "API_ADDR",
+    "METRICS_ADDR",
+    "PIPELINE_CONFIG",
+];
+const ENV_PREFIX: &str = "CACHEFLOW_";
+const CONFIG_FILE_ENV: &str = "CACHEFLOW_CONFIG";
+const DEFAULT_CONFIG_FILE: &str = "config/cacheflow.toml";
+
+impl Settings {
+    pub fn defaults(role: Role) -> Self {
+        Self {
+            store_url: SecretUrl::new("sqlite://data/cacheflow.db"),
+            redis_url: SecretUrl::new("redis://127.0.0.1:6379"),
+            nats_url: SecretUrl::new("nats://127.0.0.1:4222"),
+            api_addr: ([127, 0, 0, 1], 8080).into(),
+            metrics_addr: match role {
+                Role::Api => ([127, 0, 0, 1], 9464).into(),
+                Role::Worker => ([127, 0, 0, 1], 9465).into(),
+            },
+            pipeline_config: PathBuf::from("config/pipeline.toml"),
+            stream: StreamSettings {
+                name: "CACHEFLOW".into(),
+                subject_prefix: "cacheflow".into(),
+                max_msgs_per_subject: 1,
+                duplicate_window_secs: 120,
+                max_age_secs: 0,
+                replicas: 1,
+            },
+            outbox: OutboxSettings {
+                batch_size: 512,
+                poll_interval_ms: 250,
+                retry_min_ms: 50,
+                retry_max_ms: 5_000,
+            },
+            store: StoreSettings {
+                op_timeout_ms: 5_000,
+                sqlite_synchronous: SqliteSynchronous::Full,
+                sqlite_readers: 4,
+                mongo_database: "cacheflow".into(),
+            },
+            redis: RedisSettings { timeout_ms: 1_000 },
+            nats: NatsSettings { timeout_ms: 5_000 },
+            log: LogSettings {
+                filter: "info".into(),
+                json: false,
+            },
+        }
+    }
+
+    /// Loads the settings from the process environment (and the file it names, if any).
+    pub fn load(role: Role) -> Result<Self, ConfigError> {
+        let file = std::env::var_os(CONFIG_FILE_ENV).map(PathBuf::from);
+        Self::from_figment(Self::figment(role, file.as_deref()))
+    }
+
+    /// The layers, for callers (tests, tools) that want to add one of their own on top.
+    pub fn figment(role: Role, file: Option<&Path>) -> Figment {
+        let mut figment = Figment::from(Serialized::defaults(Self::defaults(role)));
+        match file {
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
+                figment = figment.merge(Toml::file_exact(DEFAULT_CONFIG_FILE));
+            }
+            None => {}
+        }
+        figment
+            .merge(Env::raw().only(TOP_LEVEL_ENV))
+            .merge(
+                Env::prefixed(ENV_PREFIX)
+                    .ignore(&["CONFIG"])
+                    .split("__"),
+            )
+    }
+
+    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let settings: Settings = figment
+            .extract()
+            .map_err(|err| ConfigError(err.to_string()))?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let scheme_in = |key: &str, url: &SecretUrl, allowed: &[&str]| {
+            match url.scheme() {
+                Some(scheme) if allowed.contains(&scheme) => Ok(()),
+                _ => Err(ConfigError(format!(
+                    "{key} = {url}: expected a URL starting with {}",
+                    allowed
+                        .iter()
+                        .map(|s| format!("{s}://"))
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                ))),
+            }
+        };
+        scheme_in("store_url", &self.store_url, &["sqlite", "mongodb", "mongodb+srv"])?;
+        scheme_in("redis_url", &self.redis_url, &["redis", "rediss"])?;
+        scheme_in("nats_url", &self.nats_url, &["nats", "tls"])?;
+        let positive = |key: &str, value: u64| {
+            if value == 0 {
+                Err(ConfigError(format!("{key} must be greater than 0")))
+            } else {
+                Ok(())
+            }
+        };
+        positive("outbox.batch_size", self.outbox.batch_size as u64)?;
+        positive("outbox.poll_interval_ms", self.outbox.poll_interval_ms)?;
+        positive("store.op_timeout_ms", self.store.op_timeout_ms)?;
+        positive("store.sqlite_readers", self.store.sqlite_readers as u64)?;
+        positive("redis.timeout_ms", self.redis.timeout_ms)?;
+        positive("nats.timeout_ms", self.nats.timeout_ms)?;
+        positive("stream.replicas", self.stream.replicas as u64)?;
+        if self.stream.max_msgs_per_subject == 0 || self.stream.max_msgs_per_subject < -1 {
+            return Err(ConfigError(
+                "stream.max_msgs_per_subject must be at least 1, or -1 for unlimited".into(),
+            ));
+        }
+        if self.outbox.retry_min_ms > self.outbox.retry_max_ms {
+            return Err(ConfigError(
+                "outbox.retry_min_ms must not exceed outbox.retry_max_ms".into(),
+            ));
+        }
+        let token_ok = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
+        if !token_ok(&self.stream.name) {
+            return Err(ConfigError(format!(
+                "stream.name = {:?}: use letters, digits, '_' and '-' only",
+                self.stream.name
+            )));
+        }
+        if !self
+            .stream
+            .subject_prefix
+            .split('.')
+            .all(token_ok)
+        {
+            return Err(ConfigError(format!(
+                "stream.subject_prefix = {:?}: dot-separated tokens of letters, digits, '_' and '-'",
+                self.stream.subject_prefix
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl StoreSettings {
+    pub fn op_timeout(&self) -> Duration {
+        Duration::from_millis(self.op_timeout_ms)
+    }
+}
+
+impl RedisSettings {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+impl NatsSettings {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use figment::Jail;
+
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documentation() {
+        Jail::expect_with(|_| {
+            let api = Settings::load(Role::Api).unwrap();
+            assert_eq!(api.store_url.expose(), "sqlite://data/cacheflow.db");
+            assert_eq!(api.redis_url.expose(), "redis://127.0.0.1:6379");
+            assert_eq!(api.nats_url.expose(), "nats://127.0.0.1:4222");
+            assert_eq!(api.api_addr.to_string(), "127.0.0.1:8080");
+            assert_eq!(api.metrics_addr.to_string(), "127.0.0.1:9464");
+            assert_eq!(api.pipeline_config, PathBuf::from("config/pipeline.toml"));
+            assert_eq!(api.stream.name, "CACHEFLOW");
+            assert_eq!(api.stream.max_msgs_per_subject, 1);
+            let worker = Settings::load(Role::Worker).unwrap();
+            assert_eq!(worker.metrics_addr.to_string(), "127.0.0.1:9465");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn environment_overrides_file_overrides_defaults() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "custom.toml",
+                "redis_url = \"redis://file:6379\"\napi_addr = \"0.0.0.0:9000\"\n[stream]\nmax_msgs_per_subject = 3\n",
+            )?;
+            jail.set_env("CACHEFLOW_CONFIG", "custom.toml");
+            jail.set_env("REDIS_URL", "redis://env:6379");
+            jail.set_env("CACHEFLOW_STREAM__DUPLICATE_WINDOW_SECS", "30");
+            let settings = Settings::load(Role::Api).unwrap();
+            assert_eq!(settings.redis_url.expose(), "redis://env:6379");
+            assert_eq!(settings.api_addr.to_string(), "0.0.0.0:9000");
+            assert_eq!(settings.stream.max_msgs_per_subject, 3);
+            assert_eq!(settings.stream.duplicate_window_secs, 30);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        Jail::expect_with(|jail| {
+            jail.set_env("API_ADDR", "not-an-address");
+            let err = Settings::load(Role::Api).unwrap_err().to_string();
+            assert!(err.contains("api_addr"), "{err}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("CACHEFLOW_STREAM__NO_SUCH_KEY", "1");
+            let err = Settings::load(Role::Api).unwrap_err().to_string();
+            assert!(err.contains("no_such_key"), "{err}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("STORE_URL", "postgres://u:secret@db/x");
+            let err = Settings::load(Role::Api).unwrap_err().to_string();
+            assert!(err.contains("store_url"), "{err}");
+            assert!(!err.contains("secret"), "the password leaked: {err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn debug_output_hides_credentials() {
+        let mut settings = Settings::defaults(Role::Api);
+        settings.redis_url = SecretUrl::new("redis://:topsecret@cache:6379");
+        assert!(!format!("{settings:?}").contains("topsecret"));
+    }
+}

@@ -1,0 +1,24 @@
+//! Everything the cacheflow api and sync worker share: the ports, their adapters, the typed
+//! configuration and the event schema.
+//!
+//! - [`config`]: typed, layered settings (defaults < optional file < environment) for both binaries.
+//! - [`pipeline`]: the declarative pipeline (collections and their Redis projections), validated at
+//!   start-up, plus the document checks each projection needs.
+//! - [`document`]: entity ids, documents and JSON merge patch.
+//! - [`event`]: the versioned event envelope published for every write.
+//! - [`store`]: the document-store port with its SQLite (embedded) and MongoDB adapters; every write
+//!   records its event in a transactional outbox.
+//! - [`events`]: the JetStream side: stream set-up and the outbox relay's publisher.
+//! - [`retry`]: the one backoff policy (capped, jittered) used for every retried external call.
+//! - [`redact`]: URLs with their credentials hidden, for logs.
+//! - [`telemetry`]: tracing set-up shared by both binaries.
+
+pub mod config;
+pub mod document;
+pub mod event;
+pub mod events;
+pub mod pipeline;
+pub mod redact;
+pub mod retry;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,487 @@
+//! Embedded SQLite adapter (bundled `rusqlite`), the default store for a laptop and for CI.
+//!
+//! Durability: WAL journal with `synchronous = FULL` by default, so a write acknowledged to a
+//! client survives a crash of the process *and* of the machine; `normal` trades the last commits
+//! on power loss for fewer fsyncs. One writer connection serialises writes (SQLite allows one
+//! writer anyway), which also makes "read version, write version + 1, append to the outbox" a
+//! single `BEGIN IMMEDIATE` transaction. Reads use a small pool of reader connections, which WAL
+//! lets run beside the writer.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use serde_json::Value;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use super::{
+    DocumentStore, PendingEvent, Precondition, StoreError, Validator, Versioned, WriteOutcome,
+};
+use crate::config::{SqliteSynchronous, StoreSettings};
+use crate::document::{merge_patch, stamp, Document};
+use crate::event::Event;
+use crate::redact::SecretUrl;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS documents (
+    collection TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    version    INTEGER NOT NULL,
+    deleted    INTEGER NOT NULL DEFAULT 0,
+    body       TEXT,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (collection, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL UNIQUE,
+    payload  BLOB NOT NULL
+);
+";
+
+type Shared = Arc<Mutex<Connection>>;
+
+pub struct SqliteStore {
+    writer: Shared,
+    readers: Vec<Shared>,
+    next_reader: AtomicUsize,
+    op_timeout: Duration,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database named by a `sqlite://<path>` URL.
+    pub async fn open(url: &SecretUrl, settings: &StoreSettings) -> Result<Self, StoreError> {
+        let path = url
+            .expose()
+            .strip_prefix("sqlite://")
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| StoreError::Internal(format!("{url} is not a sqlite://<path> URL")))?
+            .to_owned();
+        let settings = settings.clone();
+        tokio::task::spawn_blocking(move || Self::open_blocking(&path, &settings))
+            .await
+            .map_err(|err| StoreError::Internal(err.to_string()))?
+    }
+
+    fn open_blocking(path: &str, settings: &StoreSettings) -> Result<Self, StoreError> {
+        let in_memory = path == ":memory:";
+        if !in_memory {
+            if let Some(parent) = PathBuf::from(path).parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(|err| {
+                    StoreError::Unavailable(format!("cannot create {}: {err}", parent.display()))
+                })?;
+            }
+        }
+        let synchronous = match settings.sqlite_synchronous {
+            SqliteSynchronous::Full => "FULL",
+            SqliteSynchronous::Normal => "NORMAL",
+        };
+        let busy_ms = settings.op_timeout_ms;
+        let open = || -> Result<Connection, StoreError> {
+            let conn = Connection::open(path).map_err(map_err)?;
+            conn.execute_batch(&format!(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA busy_timeout = {busy_ms};"
+            ))
+            .map_err(map_err)?;
+            Ok(conn)
+        };
+        let writer = open()?;
+        writer.execute_batch(SCHEMA).map_err(map_err)?;
+        // A private in-memory database exists only inside its one connection.
+        let readers = if in_memory {
+            Vec::new()
+        } else {
+            (0..settings.sqlite_readers)
+                .map(|_| open().map(|c| Arc::new(Mutex::new(c))))
+                .collect::<Result<_, _>>()?
+        };
+        Ok(Self {
+            writer: Arc::new(Mutex::new(writer)),
+            readers,
+            next_reader: AtomicUsize::new(0),
+            op_timeout: settings.op_timeout(),
+        })
+    }
+
+    fn reader(&self) -> Shared {
+        if self.readers.is_empty() {
+            return self.writer.clone();
+        }
+        let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+        self.readers[i].clone()
+    }
+
+    /// Runs blocking SQLite work off the async runtime, bounded by the operation timeout.
+    async fn run<T, F>(&self, conn: Shared, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let task = tokio::task::spawn_blocking(move || {
+            let mut conn = conn
+                .lock()
+                .map_err(|_| StoreError::Internal("a SQLite connection lock was poisoned".into()))?;
+            work(&mut conn)
+        });
+        match tokio::time::timeout(self.op_timeout, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(StoreError::Internal(format!("store task failed: {join}"))),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "SQLite operation timed out after {:?}",
+                self.op_timeout
+            ))),
+        }
+    }
+
+    async fn write<F>(&self, work: F) -> Result<WriteOutcome, StoreError>
+    where
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<WriteOutcome, StoreError> + Send + 'static,
+    {
+        self.run(self.writer.clone(), move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err)?;
+            let outcome = work(&tx)?;
+            tx.execute(
+                "INSERT INTO outbox (event_id, payload) VALUES (?1, ?2)",
+                params![outcome.event.event_id.to_string(), outcome.event.encode()],
+            )
+            .map_err(map_err)?;
+            tx.commit().map_err(map_err)?;
+            Ok(outcome)
+        })
+        .await
+    }
+}
+
+/// `(version, deleted, body)` of the entity's row, tombstones included.
+fn current(
+    tx: &Connection,
+    collection: &str,
+    id: &str,
+) -> Result<Option<(u64, bool, Option<String>)>, StoreError> {
+    tx.query_row(
+        "SELECT version, deleted, body FROM documents WHERE collection = ?1 AND id = ?2",
+        params![collection, id],
+        |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, bool>(1)?, row.get(2)?)),
+    )
+    .optional()
+    .map_err(map_err)
+}
+
+fn upsert_row(
+    tx: &Connection,
+    collection: &str,
+    id: &str,
+    version: u64,
+    document: &Document,
+) -> Result<(), StoreError> {
+    let body = serde_json::to_string(document).map_err(|e| StoreError::Internal(e.to_string()))?;
+    tx.execute(
+        "INSERT INTO documents (collection, id, version, deleted, body, updated_at)
+         VALUES (?1, ?2, ?3, 0, ?4, ?5)
+         ON CONFLICT (collection, id) DO UPDATE SET
+             version = excluded.version, deleted = 0, body = excluded.body,
+             updated_at = excluded.updated_at",
+        params![collection, id, version as i64, body, now()],
+    )
+    .map_err(map_err)?;
+    Ok(())
+}
+
+fn put_tx(
+    tx: &Connection,
+    collection: &str,
+    id: &str,
+    mut document: Document,
+    precondition: Precondition,
+) -> Result<WriteOutcome, StoreError> {
+    let row = current(tx, collection, id)?;
+    let live = row.as_ref().filter(|(_, deleted, _)| !deleted).map(|r| r.0);
+    precondition.check(live)?;
+    let version = row.map_or(1, |(v, _, _)| v + 1);
+    stamp(&mut document, id, version);
+    upsert_row(tx, collection, id, version, &document)?;
+    Ok(WriteOutcome {
+        created: live.is_none(),
+        version,
+        document: Some(document.clone()),
+        event: Event::upsert(collection, id, version, document),
+    })
+}
+
+fn patch_tx(
+    tx: &Connection,
+    collection: &str,
+    id: &str,
+    patch: &Value,
+    precondition: Precondition,
+    validate: &Validator,
+) -> Result<WriteOutcome, StoreError> {
+    let Some((version, false, Some(body))) = current(tx, collection, id)? else {
+        return Err(StoreError::NotFound);
+    };
+    precondition.check(Some(version))?;
+    let mut merged: Value = serde_json::from_str(&body).map_err(|e| StoreError::Internal(e.to_string()))?;
+    merge_patch(&mut merged, patch);
+    let Value::Object(mut document) = merged else {
+        return Err(StoreError::Invalid(crate::pipeline::DocumentError::new(
+            "(document)",
+            "a merge patch must leave the document a JSON object",
+        )));
+    };
+    validate(&document)?;
+    let version = version + 1;
+    stamp(&mut document, id, version);
+    upsert_row(tx, collection, id, version, &document)?;
+    Ok(WriteOutcome {
+        created: false,
+        version,
+        document: Some(document.clone()),
+        event: Event::upsert(collection, id, version, document),
+    })
+}
+
+fn delete_tx(
+    tx: &Connection,
+    collection: &str,
+    id: &str,
+    precondition: Precondition,
+) -> Result<WriteOutcome, StoreError> {
+    let Some((version, false, _)) = current(tx, collection, id)? else {
+        return Err(StoreError::NotFound);
+    };
+    precondition.check(Some(version))?;
+    let version = version + 1;
+    tx.execute(
+        "UPDATE documents SET version = ?3, deleted = 1, body = NULL, updated_at = ?4
+         WHERE collection = ?1 AND id = ?2",
+        params![collection, id, version as i64, now()],
+    )
+    .map_err(map_err)?;
+    Ok(WriteOutcome {
+        created: false,
+        version,
+        document: None,
+        event: Event::delete(collection, id, version),
+    })
+}
+
+fn parse_body(version: i64, body: &str) -> Result<Versioned, StoreError> {
+    let document: Document =
+        serde_json::from_str(body).map_err(|e| StoreError::Internal(format!("corrupt document: {e}")))?;
+    Ok(Versioned {
+        version: version as u64,
+        document,
+    })
+}
+
+fn now() -> String {
+    OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .expect("the current time always formats")
+}
+
+fn map_err(err: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode;
+    match &err {
+        rusqlite::Error::SqliteFailure(e, _)
+            if matches!(
+                e.code,
+                ErrorCode::DatabaseBusy
+                    | ErrorCode::DatabaseLocked
+                    | ErrorCode::SystemIoFailure
+                    | ErrorCode::DiskFull
+                    | ErrorCode::CannotOpen
+                    | ErrorCode::ReadOnly
+            ) =>
+        {
+            StoreError::Unavailable(err.to_string())
+        }
+        _ => StoreError::Internal(err.to_string()),
+    }
+}
+
+#[async_trait]
+impl DocumentStore for SqliteStore {
+    async fn put(
+        &self,
+        collection: &str,
+        id: &str,
+        document: Document,
+        precondition: Precondition,
+    ) -> Result<WriteOutcome, StoreError> {
+        let (collection, id) = (collection.to_owned(), id.to_owned());
+        self.write(move |tx| put_tx(tx, &collection, &id, document, precondition))
+            .await
+    }
+
+    async fn patch(
+        &self,
+        collection: &str,
+        id: &str,
+        patch: Value,
+        precondition: Precondition,
+        validate: Validator,
+    ) -> Result<WriteOutcome, StoreError> {
+        let (collection, id) = (collection.to_owned(), id.to_owned());
+        self.write(move |tx| patch_tx(tx, &collection, &id, &patch, precondition, &validate))
+            .await
+    }
+
+    async fn delete(
+        &self,
+        collection: &str,
+        id: &str,
+        precondition: Precondition,
+    ) -> Result<WriteOutcome, StoreError> {
+        let (collection, id) = (collection.to_owned(), id.to_owned());
+        self.write(move |tx| delete_tx(tx, &collection, &id, precondition))
+            .await
+    }
+
+    async fn get(&self, collection: &str, id: &str) -> Result<Option<Versioned>, StoreError> {
+        let (collection, id) = (collection.to_owned(), id.to_owned());
+        self.run(self.reader(), move |conn| match current(conn, &collection, &id)? {
+            Some((version, false, Some(body))) => parse_body(version as i64, &body).map(Some),
+            _ => Ok(None),
+        })
+        .await
+    }
+
+    async fn get_many(
+        &self,
+        collection: &str,
+        ids: &[String],
+    ) -> Result<Vec<Option<Versioned>>, StoreError> {
+        let collection = collection.to_owned();
+        let ids = ids.to_vec();
+        self.run(self.reader(), move |conn| {
+            let mut found = std::collections::HashMap::with_capacity(ids.len());
+            // Chunks keep well under SQLite's bound-parameter limit.
+            for chunk in ids.chunks(500) {
+                let placeholders = vec!["?"; chunk.len()].join(",");
+                let sql = format!(
+                    "SELECT id, version, body FROM documents
+                     WHERE collection = ? AND deleted = 0 AND id IN ({placeholders})"
+                );
+                let mut stmt = conn.prepare_cached(&sql).map_err(map_err)?;
+                let params = std::iter::once(&collection).chain(chunk.iter());
+                let rows = stmt
+                    .query_map(rusqlite::params_from_iter(params), |row| {
+                        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, String>(2)?))
+                    })
+                    .map_err(map_err)?;
+                for row in rows {
+                    let (id, version, body) = row.map_err(map_err)?;
+                    found.insert(id, parse_body(version, &body)?);
+                }
+            }
+            Ok(ids.iter().map(|id| found.get(id).cloned()).collect())
+        })
+        .await
+    }
+
+    async fn scan(
+        &self,
+        collection: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Versioned>, StoreError> {
+        let collection = collection.to_owned();
+        let after = after.unwrap_or("").to_owned();
+        self.run(self.reader(), move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT version, body FROM documents
+                     WHERE collection = ?1 AND deleted = 0 AND id > ?2 ORDER BY id LIMIT ?3",
+                )
+                .map_err(map_err)?;
+            let rows = stmt
+                .query_map(params![collection, after, limit as i64], |row| {
+                    Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+                })
+                .map_err(map_err)?;
+            rows.map(|row| {
+                let (version, body) = row.map_err(map_err)?;
+                parse_body(version, &body)
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn latest_version(&self, collection: &str, id: &str) -> Result<Option<u64>, StoreError> {
+        let (collection, id) = (collection.to_owned(), id.to_owned());
+        self.run(self.reader(), move |conn| {
+            Ok(current(conn, &collection, &id)?.map(|(version, _, _)| version))
+        })
+        .await
+    }
+
+    async fn pending_events(&self, limit: usize) -> Result<Vec<PendingEvent>, StoreError> {
+        // Read on the writer: the relay must see its own just-deleted rows gone, and a reader
+        // connection's snapshot could lag behind by one transaction.
+        self.run(self.writer.clone(), move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT seq, payload FROM outbox ORDER BY seq LIMIT ?1")
+                .map_err(map_err)?;
+            let rows = stmt
+                .query_map(params![limit as i64], |row| {
+                    Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))
+                })
+                .map_err(map_err)?;
+            rows.map(|row| {
+                let (seq, payload) = row.map_err(map_err)?;
+                let event = Event::decode(&payload)
+                    .map_err(|e| StoreError::Internal(format!("corrupt outbox event {seq}: {e}")))?;
+                Ok(PendingEvent {
+                    seq: seq as u64,
+                    event,
+                })
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn mark_published(&self, events: &[PendingEvent]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let seqs: Vec<i64> = events.iter().map(|e| e.seq as i64).collect();
+        self.run(self.writer.clone(), move |conn| {
+            let tx = conn.transaction().map_err(map_err)?;
+            {
+                let mut stmt = tx
+                    .prepare_cached("DELETE FROM outbox WHERE seq = ?1")
+                    .map_err(map_err)?;
+                for seq in seqs {
+                    stmt.execute(params![seq]).map_err(map_err)?;
+                }
+            }
+            tx.commit().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn pending_count(&self) -> Result<u64, StoreError> {
+        self.run(self.reader(), |conn| {
+            conn.query_row("SELECT COUNT(*) FROM outbox", [], |row| row.get::<_, i64>(0))
+                .map(|n| n as u64)
+                .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.run(self.reader(), |conn| {
+            conn.query_row("SELECT 1", [], |_| Ok(())).map_err(map_err)
+        })
+        .await
+    }
+}
