@@ -1,1 +1,19 @@
+//! The cacheflow HTTP API.
+//!
+//! - [`startup`]: builds the [`Application`] from settings and a listener; the router; signals.
+//! - [`routes`]: `documents` (PUT/PATCH/DELETE writes) and `health` (`/healthz`, `/readyz`).
+//! - [`extract`]: request extractors (entity path, JSON body, conditional headers) that reject with
+//!   [`ApiError`].
+//! - [`error`]: the API's one error type with stable codes.
+//! - [`relay`]: the outbox relay that publishes committed events to JetStream.
+//! - [`state`]: the shared application state.
 
+pub mod error;
+pub mod extract;
+pub mod relay;
+pub mod routes;
+pub mod startup;
+pub mod state;
+
+pub use error::ApiError;
+pub use startup::{router, shutdown_signal, Application};

@@ -11,8 +11,9 @@ pub struct ConnectError {
     reason: String,
 }
 
-/// Connects with the configured timeout. Later disconnections are retried by the client forever
-/// (with its own capped, jittered backoff), so a NATS restart never needs a process restart.
+/// Returns at once with a client that connects in the background and reconnects forever (the
+/// client's own capped, jittered backoff), so a process starts while NATS is down and survives NATS
+/// restarts; `/readyz` and the publish/fetch timeouts surface an outage. Fails only on a bad URL.
 pub async fn connect(settings: &Settings, client_name: &str) -> Result<async_nats::Client, ConnectError> {
     let url = &settings.nats_url;
     let options = ConnectOptions::new()
@@ -20,6 +21,7 @@ pub async fn connect(settings: &Settings, client_name: &str) -> Result<async_nat
         .connection_timeout(settings.nats.timeout())
         .request_timeout(Some(settings.nats.timeout()))
         .max_reconnects(None)
+        .retry_on_initial_connect()
         .event_callback(|event| async move {
             tracing::info!(%event, "nats connection event");
         });

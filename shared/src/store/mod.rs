@@ -32,8 +32,12 @@ pub struct Versioned {
 pub enum Precondition {
     #[default]
     None,
-    /// The entity must currently be live at exactly this version.
+    /// `If-Match: "<v>"`: the entity must currently be live at exactly this version.
     IfMatch(u64),
+    /// `If-Match: *`: the entity must currently be live (replace, never create).
+    IfExists,
+    /// `If-None-Match: *`: the entity must not be live (create, never replace).
+    IfAbsent,
 }
 
 impl Precondition {
@@ -42,9 +46,13 @@ impl Precondition {
         match self {
             Precondition::None => Ok(()),
             Precondition::IfMatch(expected) if live_version == Some(expected) => Ok(()),
-            Precondition::IfMatch(_) => Err(StoreError::PreconditionFailed {
-                current: live_version,
-            }),
+            Precondition::IfExists if live_version.is_some() => Ok(()),
+            Precondition::IfAbsent if live_version.is_none() => Ok(()),
+            Precondition::IfMatch(_) | Precondition::IfExists | Precondition::IfAbsent => {
+                Err(StoreError::PreconditionFailed {
+                    current: live_version,
+                })
+            }
         }
     }
 }

@@ -1,0 +1,217 @@
+//! The outbox relay: publishes the events the store recorded with each write to JetStream, and
+//! removes them from the outbox only once the stream acknowledged them.
+//!
+//! Ordering: with a compacted stream (one message per subject) the stream keeps whichever event of
+//! an entity was stored *last*, so events of one entity must reach the stream in version order.
+//! Each round therefore publishes at most one event per entity (the oldest pending one); the next
+//! event of that entity is only sent after the previous one was acknowledged. Events of different
+//! entities are pipelined. A resend after a lost ack carries the same `Nats-Msg-Id` and is dropped
+//! by the stream's duplicate window, so every event is stored exactly once.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::BackoffBuilder;
+use cacheflow_shared::config::{OutboxSettings, StreamSettings};
+use cacheflow_shared::events::{ensure_stream, EventPublisher};
+use cacheflow_shared::retry;
+use cacheflow_shared::store::{DocumentStore, PendingEvent};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub struct OutboxRelay {
+    store: Arc<dyn DocumentStore>,
+    publisher: Arc<dyn EventPublisher>,
+    /// Creates the stream; run (with retries) before the first publish, since NATS may be down
+    /// when the API starts.
+    stream_setup: Option<(async_nats::jetstream::Context, StreamSettings)>,
+    wake: Arc<Notify>,
+    settings: OutboxSettings,
+}
+
+/// What one round did.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Round {
+    published: usize,
+    failed: usize,
+}
+
+impl OutboxRelay {
+    pub fn new(
+        store: Arc<dyn DocumentStore>,
+        publisher: Arc<dyn EventPublisher>,
+        wake: Arc<Notify>,
+        settings: OutboxSettings,
+    ) -> Self {
+        Self {
+            store,
+            publisher,
+            stream_setup: None,
+            wake,
+            settings,
+        }
+    }
+
+    pub fn with_stream_setup(
+        mut self,
+        js: async_nats::jetstream::Context,
+        stream: StreamSettings,
+    ) -> Self {
+        self.stream_setup = Some((js, stream));
+        self
+    }
+
+    /// Runs until `shutdown`, then keeps draining for at most `drain_deadline` so events of the
+    /// last requests are published before the process exits (the outbox keeps any that are not).
+    pub async fn run(mut self, shutdown: CancellationToken, drain_deadline: Duration) {
+        let poll = Duration::from_millis(self.settings.poll_interval_ms);
+        let mut backoff = self.new_backoff();
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            if let Err(reason) = self.ensure_stream().await {
+                tracing::warn!(%reason, "event stream not ready; will retry");
+                self.pause(&mut backoff, &shutdown).await;
+                continue;
+            }
+            match self.round().await {
+                Ok(round) if round.failed > 0 => {
+                    tracing::warn!(failed = round.failed, published = round.published, "some events were not published; retrying");
+                    self.pause(&mut backoff, &shutdown).await;
+                }
+                Ok(round) if round.published > 0 => backoff = self.new_backoff(),
+                Ok(_) => {
+                    backoff = self.new_backoff();
+                    tokio::select! {
+                        () = self.wake.notified() => {}
+                        () = tokio::time::sleep(poll) => {}
+                        () = shutdown.cancelled() => {}
+                    }
+                }
+                Err(reason) => {
+                    tracing::warn!(%reason, "reading the outbox failed; retrying");
+                    self.pause(&mut backoff, &shutdown).await;
+                }
+            }
+        }
+        self.drain(drain_deadline).await;
+    }
+
+    async fn drain(&mut self, deadline: Duration) {
+        let drained = tokio::time::timeout(deadline, async {
+            loop {
+                if self.ensure_stream().await.is_err() {
+                    return false;
+                }
+                match self.round().await {
+                    Ok(Round { published: 0, failed: 0 }) => return true,
+                    Ok(Round { failed: 0, .. }) => {}
+                    _ => return false,
+                }
+            }
+        })
+        .await;
+        match drained {
+            Ok(true) => tracing::info!("outbox drained"),
+            _ => tracing::warn!("outbox not fully drained before shutdown; the remaining events are kept and published on next start"),
+        }
+    }
+
+    async fn ensure_stream(&mut self) -> Result<(), String> {
+        if let Some((js, stream)) = &self.stream_setup {
+            ensure_stream(js, stream).await.map_err(|e| e.to_string())?;
+            self.stream_setup = None;
+        }
+        Ok(())
+    }
+
+    /// Publishes the oldest pending event of each entity in one pipelined batch.
+    async fn round(&self) -> Result<Round, String> {
+        let pending = self
+            .store
+            .pending_events(self.settings.batch_size)
+            .await
+            .map_err(|e| e.to_string())?;
+        let batch = first_per_entity(pending);
+        if batch.is_empty() {
+            return Ok(Round::default());
+        }
+        let results = self.publisher.publish(&batch).await;
+        let mut published = Vec::with_capacity(batch.len());
+        let mut failed = 0;
+        for (pending, result) in batch.into_iter().zip(results) {
+            match result {
+                Ok(()) => published.push(pending),
+                Err(failure) => {
+                    failed += 1;
+                    tracing::debug!(%failure, "publish failed");
+                }
+            }
+        }
+        self.store
+            .mark_published(&published)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Round {
+            published: published.len(),
+            failed,
+        })
+    }
+
+    fn new_backoff(&self) -> backon::ExponentialBackoff {
+        retry::backoff(
+            Duration::from_millis(self.settings.retry_min_ms),
+            Duration::from_millis(self.settings.retry_max_ms),
+            usize::MAX,
+        )
+        .build()
+    }
+
+    async fn pause(&self, backoff: &mut backon::ExponentialBackoff, shutdown: &CancellationToken) {
+        let delay = backoff
+            .next()
+            .unwrap_or(Duration::from_millis(self.settings.retry_max_ms));
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = shutdown.cancelled() => {}
+        }
+    }
+}
+
+/// Keeps, in outbox order, only the first pending event of each entity.
+fn first_per_entity(pending: Vec<PendingEvent>) -> Vec<PendingEvent> {
+    let mut seen = HashSet::with_capacity(pending.len());
+    pending
+        .into_iter()
+        .filter(|p| seen.insert((p.event.collection.clone(), p.event.id.clone())))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use cacheflow_shared::event::Event;
+
+    use super::*;
+
+    fn pending(seq: u64, id: &str, version: u64) -> PendingEvent {
+        PendingEvent {
+            seq,
+            event: Event::delete("places", id, version),
+        }
+    }
+
+    #[test]
+    fn one_event_per_entity_in_outbox_order() {
+        let batch = first_per_entity(vec![
+            pending(1, "a", 1),
+            pending(2, "b", 1),
+            pending(3, "a", 2),
+            pending(4, "c", 5),
+            pending(5, "b", 2),
+        ]);
+        let picked: Vec<_> = batch.iter().map(|p| (p.event.id.as_str(), p.event.version)).collect();
+        assert_eq!(picked, vec![("a", 1), ("b", 1), ("c", 5)]);
+    }
+}

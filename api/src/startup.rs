@@ -1,0 +1,165 @@
+//! Wiring: builds the application from settings and a bound listener, so tests can bind port 0.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, put};
+use axum::Router;
+use cacheflow_shared::config::Settings;
+use cacheflow_shared::events::{self, JetStreamPublisher};
+use cacheflow_shared::pipeline::Pipeline;
+use cacheflow_shared::store;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::error::ApiError;
+use crate::extract::MAX_BODY_BYTES;
+use crate::relay::OutboxRelay;
+use crate::routes::{documents, health};
+use crate::state::AppState;
+
+/// How long a stopping API keeps publishing the outbox before it exits.
+const RELAY_DRAIN_DEADLINE: Duration = Duration::from_secs(5);
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    relay: OutboxRelay,
+}
+
+impl Application {
+    /// Loads the pipeline named in the settings and builds the application on `settings.api_addr`.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let pipeline = Pipeline::load(&settings.pipeline_config)?;
+        let listener = TcpListener::bind(settings.api_addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.api_addr))?;
+        Self::build_with(settings, pipeline, listener).await
+    }
+
+    /// Builds the application on an already bound listener. Redis and NATS may be down: the API
+    /// starts anyway (writes only need the store) and reports them in `/readyz`.
+    pub async fn build_with(
+        settings: Settings,
+        pipeline: Pipeline,
+        listener: TcpListener,
+    ) -> anyhow::Result<Self> {
+        let store = store::open(&settings.store_url, &pipeline, &settings.store)
+            .await
+            .with_context(|| format!("cannot open the store at {}", settings.store_url))?;
+        let redis = redis_manager(&settings)?;
+        let nats = events::connect(&settings, "cacheflow-api").await?;
+        let mut js = async_nats::jetstream::new(nats.clone());
+        js.set_timeout(settings.nats.timeout());
+
+        let wake = Arc::new(Notify::new());
+        let publisher = Arc::new(JetStreamPublisher::new(
+            js.clone(),
+            settings.stream.subject_prefix.clone(),
+        ));
+        let relay = OutboxRelay::new(store.clone(), publisher, wake.clone(), settings.outbox.clone())
+            .with_stream_setup(js, settings.stream.clone());
+        let state = AppState::new(
+            &pipeline,
+            store,
+            redis,
+            nats,
+            wake,
+            settings.redis.timeout().max(settings.nats.timeout()),
+        );
+        Ok(Self {
+            listener,
+            router: router(state),
+            relay,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, finishes in-flight requests and
+    /// drains the outbox (bounded), and returns.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let stop = CancellationToken::new();
+        let relay = tokio::spawn(self.relay.run(stop.clone(), RELAY_DRAIN_DEADLINE));
+        let signal = stop.clone();
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                signal.cancel();
+            })
+            .await;
+        stop.cancel();
+        relay.await.context("the outbox relay task failed")?;
+        served.context("the HTTP server failed")
+    }
+}
+
+fn redis_manager(settings: &Settings) -> anyhow::Result<redis::aio::ConnectionManager> {
+    let client = redis::Client::open(settings.redis_url.expose())
+        .map_err(|err| anyhow::anyhow!("invalid redis_url {}: {}", settings.redis_url, format!("{:?}", err.kind())))?;
+    let timeout = settings.redis.timeout();
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_secs(2));
+    // Lazy: the API must start (and keep accepting writes) while Redis is down.
+    Ok(redis::aio::ConnectionManager::new_lazy_with_config(client, config)?)
+}
+
+/// The router, separate from any listener so tests can drive it directly.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route(
+            "/v1/{collection}/{id}",
+            put(documents::put)
+                .patch(documents::patch)
+                .delete(documents::delete),
+        )
+        .fallback(|uri: axum::http::Uri| async move { ApiError::RouteNotFound(uri.path().to_owned()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(%err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(%err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutdown requested");
+}

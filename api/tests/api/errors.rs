@@ -1,0 +1,185 @@
+//! Every error status of the write API, over HTTP, each a JSON `{ code, message }`.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::{error_of, place, spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn bad_ids_are_400() {
+    let app = spawn_app().await;
+    let too_long = "a".repeat(129);
+    for id in ["a.b", "sp%20ace", "%C3%A9", too_long.as_str()] {
+        let response = app.put(&format!("/v1/places/{id}"), &place("x", "cafe", 4.0)).await;
+        let (status, code, _) = error_of(response).await;
+        assert_eq!((status, code.as_str()), (400, "invalid_id"), "id {id}");
+    }
+    let ok = "a".repeat(128);
+    let response = app.put(&format!("/v1/places/{ok}"), &place("x", "cafe", 4.0)).await;
+    assert_eq!(response.status(), 201);
+}
+
+#[tokio::test]
+async fn unknown_collection_and_route_are_404_wrong_method_405() {
+    let app = spawn_app().await;
+    let (status, code, _) = error_of(app.put("/v1/nope/p1", &place("x", "cafe", 4.0)).await).await;
+    assert_eq!((status, code.as_str()), (404, "collection_not_found"));
+    let response = app.client.get(app.url("/v2/whatever")).send().await.unwrap();
+    let (status, code, _) = error_of(response).await;
+    assert_eq!((status, code.as_str()), (404, "route_not_found"));
+    let response = app.client.post(app.url("/v1/places/p1")).send().await.unwrap();
+    let (status, code, _) = error_of(response).await;
+    assert_eq!((status, code.as_str()), (405, "method_not_allowed"));
+}
+
+#[tokio::test]
+async fn bodies_over_one_mebibyte_are_413() {
+    let app = spawn_app().await;
+    let mut doc = place("x", "cafe", 4.0);
+    doc["blob"] = json!("x".repeat(1024 * 1024));
+    let (status, code, _) = error_of(app.put("/v1/places/big", &doc).await).await;
+    assert_eq!((status, code.as_str()), (413, "payload_too_large"));
+    // Just under the limit is accepted.
+    doc["blob"] = json!("x".repeat(1024 * 1024 - 1024));
+    assert_eq!(app.put("/v1/places/big", &doc).await.status(), 201);
+}
+
+#[tokio::test]
+async fn malformed_bodies_are_400_and_wrong_media_type_415() {
+    let app = spawn_app().await;
+    let send = |body: &'static str, content_type: &'static str| {
+        app.client
+            .put(app.url("/v1/places/p1"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    let (status, code, _) = error_of(send("{\"name\": ", "application/json").await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (400, "invalid_json"));
+    let (status, code, _) = error_of(send("[1, 2]", "application/json").await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (400, "invalid_body"));
+    let (status, code, _) = error_of(send("name=x", "text/plain").await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (415, "unsupported_media_type"));
+}
+
+#[tokio::test]
+async fn documents_breaking_projections_are_422_naming_the_field() {
+    let app = spawn_app().await;
+    let cases = [
+        ("location", json!({"type": "Point", "coordinates": [200.0, 10.0]})),
+        ("location", json!({"type": "Point", "coordinates": [10.0, 85.06]})),
+        ("location", json!({"type": "LineString", "coordinates": [[0, 0], [1, 1]]})),
+        ("location", json!([10.0, 20.0])),
+        ("rating", json!("five")),
+        ("category", json!("two words")),
+        ("name", json!(12)),
+    ];
+    for (field, value) in cases {
+        let mut doc = place("x", "cafe", 4.0);
+        doc[field] = value.clone();
+        let (status, code, body) = error_of(app.put("/v1/places/p1", &doc).await).await;
+        assert_eq!((status, code.as_str()), (422, "invalid_document"), "{field} = {value}");
+        assert_eq!(body["field"], field, "{body}");
+    }
+    // A field a template or score needs cannot be missing.
+    let mut doc = place("x", "cafe", 4.0);
+    doc.as_object_mut().unwrap().remove("category");
+    let (status, _, body) = error_of(app.put("/v1/places/p1", &doc).await).await;
+    assert_eq!((status, body["field"].as_str()), (422, Some("category")));
+}
+
+#[tokio::test]
+async fn a_body_id_different_from_the_path_is_422() {
+    let app = spawn_app().await;
+    let mut doc = place("x", "cafe", 4.0);
+    doc["id"] = json!("other");
+    let (status, code, body) = error_of(app.put("/v1/places/p1", &doc).await).await;
+    assert_eq!((status, code.as_str(), body["field"].as_str()), (422, "id_mismatch", Some("id")));
+    doc["id"] = json!("p1");
+    assert_eq!(app.put("/v1/places/p1", &doc).await.status(), 201);
+    let response = app
+        .client
+        .patch(app.url("/v1/places/p1"))
+        .json(&json!({"id": "p2"}))
+        .send()
+        .await
+        .unwrap();
+    let (status, code, _) = error_of(response).await;
+    assert_eq!((status, code.as_str()), (422, "id_mismatch"));
+}
+
+#[tokio::test]
+async fn preconditions_404s_and_invalid_patches() {
+    let app = spawn_app().await;
+    let patch = |body: serde_json::Value| {
+        app.client
+            .patch(app.url("/v1/places/p1"))
+            .header("content-type", "application/merge-patch+json")
+            .json(&body)
+    };
+    let (status, code, _) = error_of(patch(json!({"rating": 3})).send().await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (404, "not_found"));
+    let response = app.client.delete(app.url("/v1/places/p1")).send().await.unwrap();
+    let (status, code, _) = error_of(response).await;
+    assert_eq!((status, code.as_str()), (404, "not_found"));
+
+    assert_eq!(app.put("/v1/places/p1", &place("x", "cafe", 4.0)).await.status(), 201);
+    let stale = app
+        .client
+        .put(app.url("/v1/places/p1"))
+        .header("if-match", "\"7\"")
+        .json(&place("y", "cafe", 4.0))
+        .send()
+        .await
+        .unwrap();
+    let (status, code, _) = error_of(stale).await;
+    assert_eq!((status, code.as_str()), (412, "precondition_failed"));
+    let bad = app
+        .client
+        .delete(app.url("/v1/places/p1"))
+        .header("if-match", "seven")
+        .send()
+        .await
+        .unwrap();
+    let (status, code, _) = error_of(bad).await;
+    assert_eq!((status, code.as_str()), (400, "invalid_precondition"));
+    let create_only = app
+        .client
+        .put(app.url("/v1/places/p1"))
+        .header("if-none-match", "*")
+        .json(&place("y", "cafe", 4.0))
+        .send()
+        .await
+        .unwrap();
+    let (status, code, _) = error_of(create_only).await;
+    assert_eq!((status, code.as_str()), (412, "precondition_failed"));
+
+    // The merged document is validated too.
+    let (status, code, body) = error_of(patch(json!({"rating": "high"})).send().await.unwrap()).await;
+    assert_eq!((status, code.as_str(), body["field"].as_str()), (422, "invalid_document", Some("rating")));
+    let (status, _, body) = error_of(patch(json!({"location": null})).send().await.unwrap()).await;
+    assert_eq!((status, body["field"].as_str()), (422, Some("location")));
+}
+
+#[tokio::test]
+async fn a_locked_store_is_503_with_retry_after() {
+    let app = spawn_app_with(|s| s.store.op_timeout_ms = 300).await;
+    assert_eq!(app.put("/v1/places/p1", &place("x", "cafe", 4.0)).await.status(), 201);
+    // Another process holding SQLite's write lock is what a stuck or overloaded store looks like.
+    let db = app.dir.path().join("store.db");
+    let locker = std::thread::spawn(move || {
+        let conn = rusqlite::Connection::open(db).unwrap();
+        conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        std::thread::sleep(Duration::from_millis(1_500));
+        conn.execute_batch("COMMIT").unwrap();
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let response = app.put("/v1/places/p1", &place("y", "cafe", 4.0)).await;
+    assert_eq!(response.headers().get("retry-after").map(|v| v.to_str().unwrap()), Some("1"));
+    let (status, code, _) = error_of(response).await;
+    assert_eq!((status, code.as_str()), (503, "store_unavailable"));
+    locker.join().unwrap();
+    // Once the lock is gone, writes succeed again.
+    assert_eq!(app.put("/v1/places/p1", &place("y", "cafe", 4.0)).await.status(), 200);
+}

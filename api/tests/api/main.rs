@@ -1,0 +1,9 @@
+//! Integration tests of the API over real sockets, with real `redis-server` and `nats-server -js`.
+
+mod crash_recovery;
+mod errors;
+mod events;
+mod helpers;
+mod nats_outage;
+mod readiness;
+mod writes;
