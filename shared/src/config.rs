@@ -41,6 +41,9 @@ pub struct Settings {
     pub redis: RedisSettings,
     pub nats: NatsSettings,
     pub log: LogSettings,
+    /// Only the sync worker reads these; `#[serde(default)]` keeps older settings files valid.
+    #[serde(default)]
+    pub worker: WorkerSettings,
 }
 
 /// The JetStream stream every write is published to.
@@ -113,6 +116,75 @@ pub struct LogSettings {
     pub json: bool,
 }
 
+/// The sync worker: its durable JetStream consumer and how it writes Redis.
+///
+/// Dead letters go to `<stream.subject_prefix>.dlq.<collection>.<stream sequence>`, inside the
+/// event stream but outside the consumer's `<subject_prefix>.*.*` filter (see docs/WORKER.md),
+/// so they are derived rather than configured: a configurable subject could leave the stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerSettings {
+    /// Durable name of the pull consumer. Every worker process binding the same name shares the
+    /// load; a different name is an independent copy of the cache (e.g. another Redis).
+    pub consumer: String,
+    /// Most messages fetched, and applied in one Redis round trip, at a time.
+    pub batch_size: usize,
+    /// How long one pull request waits for a first message. Bounds how long shutdown waits
+    /// when the stream is idle; it adds no latency (a pull returns as soon as messages exist).
+    pub fetch_wait_ms: u64,
+    /// Messages delivered but not yet acked, across all workers; bounds memory and redelivery.
+    pub max_ack_pending: i64,
+    /// Unacked messages are redelivered after this long (e.g. when a worker died mid-batch).
+    pub ack_wait_secs: u64,
+    /// How long a deleted entity's tombstone (its last version) outlives it in Redis, so that a
+    /// late, older upsert cannot resurrect it.
+    pub tombstone_ttl_secs: u64,
+    /// Prepended to every Redis key the worker writes, meta keys included (test isolation, and
+    /// cache generations later). Empty by default.
+    pub key_prefix: String,
+    /// Backoff between retries of a failed Redis apply or NATS call (capped, jittered).
+    pub retry_min_ms: u64,
+    pub retry_max_ms: u64,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            consumer: "cacheflow-sync".into(),
+            batch_size: 512,
+            fetch_wait_ms: 500,
+            max_ack_pending: 4_096,
+            ack_wait_secs: 30,
+            tombstone_ttl_secs: 86_400,
+            key_prefix: String::new(),
+            retry_min_ms: 50,
+            retry_max_ms: 5_000,
+        }
+    }
+}
+
+impl WorkerSettings {
+    pub fn fetch_wait(&self) -> Duration {
+        Duration::from_millis(self.fetch_wait_ms)
+    }
+
+    pub fn ack_wait(&self) -> Duration {
+        Duration::from_secs(self.ack_wait_secs)
+    }
+
+    pub fn tombstone_ttl(&self) -> Duration {
+        Duration::from_secs(self.tombstone_ttl_secs)
+    }
+
+    pub fn retry_min(&self) -> Duration {
+        Duration::from_millis(self.retry_min_ms)
+    }
+
+    pub fn retry_max(&self) -> Duration {
+        Duration::from_millis(self.retry_max_ms)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(String);
@@ -168,6 +240,7 @@ impl Settings {
                 filter: "info".into(),
                 json: false,
             },
+            worker: WorkerSettings::default(),
         }
     }
 
@@ -189,11 +262,7 @@ impl Settings {
         }
         figment
             .merge(Env::raw().only(TOP_LEVEL_ENV))
-            .merge(
-                Env::prefixed(ENV_PREFIX)
-                    .ignore(&["CONFIG"])
-                    .split("__"),
-            )
+            .merge(Env::prefixed(ENV_PREFIX).ignore(&["CONFIG"]).split("__"))
     }
 
     pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
@@ -205,20 +274,22 @@ impl Settings {
     }
 
     fn check(&self) -> Result<(), ConfigError> {
-        let scheme_in = |key: &str, url: &SecretUrl, allowed: &[&str]| {
-            match url.scheme() {
-                Some(scheme) if allowed.contains(&scheme) => Ok(()),
-                _ => Err(ConfigError(format!(
-                    "{key} = {url}: expected a URL starting with {}",
-                    allowed
-                        .iter()
-                        .map(|s| format!("{s}://"))
-                        .collect::<Vec<_>>()
-                        .join(" or ")
-                ))),
-            }
+        let scheme_in = |key: &str, url: &SecretUrl, allowed: &[&str]| match url.scheme() {
+            Some(scheme) if allowed.contains(&scheme) => Ok(()),
+            _ => Err(ConfigError(format!(
+                "{key} = {url}: expected a URL starting with {}",
+                allowed
+                    .iter()
+                    .map(|s| format!("{s}://"))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ))),
         };
-        scheme_in("store_url", &self.store_url, &["sqlite", "mongodb", "mongodb+srv"])?;
+        scheme_in(
+            "store_url",
+            &self.store_url,
+            &["sqlite", "mongodb", "mongodb+srv"],
+        )?;
         scheme_in("redis_url", &self.redis_url, &["redis", "rediss"])?;
         scheme_in("nats_url", &self.nats_url, &["nats", "tls"])?;
         let positive = |key: &str, value: u64| {
@@ -235,6 +306,37 @@ impl Settings {
         positive("redis.timeout_ms", self.redis.timeout_ms)?;
         positive("nats.timeout_ms", self.nats.timeout_ms)?;
         positive("stream.replicas", self.stream.replicas as u64)?;
+        positive("worker.batch_size", self.worker.batch_size as u64)?;
+        positive("worker.fetch_wait_ms", self.worker.fetch_wait_ms)?;
+        positive("worker.ack_wait_secs", self.worker.ack_wait_secs)?;
+        positive("worker.tombstone_ttl_secs", self.worker.tombstone_ttl_secs)?;
+        positive("worker.retry_min_ms", self.worker.retry_min_ms)?;
+        if self.worker.retry_min_ms > self.worker.retry_max_ms {
+            return Err(ConfigError(
+                "worker.retry_min_ms must not exceed worker.retry_max_ms".into(),
+            ));
+        }
+        // A smaller limit would make every full-size fetch fail with "max ack pending exceeded";
+        // -1 is JetStream's "unlimited".
+        if self.worker.max_ack_pending != -1
+            && self.worker.max_ack_pending < self.worker.batch_size as i64
+        {
+            return Err(ConfigError(format!(
+                "worker.max_ack_pending ({}) must be -1 (unlimited) or at least worker.batch_size ({})",
+                self.worker.max_ack_pending, self.worker.batch_size
+            )));
+        }
+        if self
+            .worker
+            .key_prefix
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace())
+        {
+            return Err(ConfigError(format!(
+                "worker.key_prefix = {:?}: whitespace and control characters are not allowed",
+                self.worker.key_prefix
+            )));
+        }
         if self.stream.max_msgs_per_subject == 0 || self.stream.max_msgs_per_subject < -1 {
             return Err(ConfigError(
                 "stream.max_msgs_per_subject must be at least 1, or -1 for unlimited".into(),
@@ -256,15 +358,16 @@ impl Settings {
                 self.stream.name
             )));
         }
-        if !self
-            .stream
-            .subject_prefix
-            .split('.')
-            .all(token_ok)
-        {
+        if !self.stream.subject_prefix.split('.').all(token_ok) {
             return Err(ConfigError(format!(
                 "stream.subject_prefix = {:?}: dot-separated tokens of letters, digits, '_' and '-'",
                 self.stream.subject_prefix
+            )));
+        }
+        if !token_ok(&self.worker.consumer) {
+            return Err(ConfigError(format!(
+                "worker.consumer = {:?}: use letters, digits, '_' and '-' only",
+                self.worker.consumer
             )));
         }
         Ok(())
@@ -337,7 +440,7 @@ mod tests {
         Jail::expect_with(|jail| {
             jail.set_env("API_ADDR", "not-an-address");
             let err = Settings::load(Role::Api).unwrap_err().to_string();
-            assert!(err.contains("api_addr"), "{err}");
+            assert!(err.contains("API_ADDR"), "{err}");
             Ok(())
         });
         Jail::expect_with(|jail| {
@@ -351,6 +454,29 @@ mod tests {
             let err = Settings::load(Role::Api).unwrap_err().to_string();
             assert!(err.contains("store_url"), "{err}");
             assert!(!err.contains("secret"), "the password leaked: {err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn worker_settings_have_defaults_and_are_checked() {
+        Jail::expect_with(|jail| {
+            let worker = Settings::load(Role::Worker).unwrap().worker;
+            assert_eq!(worker.consumer, "cacheflow-sync");
+            assert_eq!(worker.tombstone_ttl(), Duration::from_secs(86_400));
+            assert_eq!(worker.key_prefix, "");
+            jail.set_env("CACHEFLOW_WORKER__KEY_PREFIX", "gen2:");
+            jail.set_env("CACHEFLOW_WORKER__BATCH_SIZE", "64");
+            let worker = Settings::load(Role::Worker).unwrap().worker;
+            assert_eq!(worker.key_prefix, "gen2:");
+            assert_eq!(worker.batch_size, 64);
+            jail.set_env("CACHEFLOW_WORKER__MAX_ACK_PENDING", "10");
+            let err = Settings::load(Role::Worker).unwrap_err().to_string();
+            assert!(err.contains("worker.max_ack_pending"), "{err}");
+            jail.set_env("CACHEFLOW_WORKER__MAX_ACK_PENDING", "-1");
+            jail.set_env("CACHEFLOW_WORKER__CONSUMER", "a.b");
+            let err = Settings::load(Role::Worker).unwrap_err().to_string();
+            assert!(err.contains("worker.consumer"), "{err}");
             Ok(())
         });
     }
