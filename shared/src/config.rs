@@ -393,6 +393,8 @@ impl NatsSettings {
 }
 
 #[cfg(test)]
+// figment::Jail's closures must return figment's (large) error type.
+#[allow(clippy::result_large_err)]
 mod tests {
     use figment::Jail;
 

@@ -18,5 +18,5 @@ pub fn backoff(min: Duration, max: Duration, max_times: usize) -> ExponentialBui
 
 /// Short retries for optimistic-concurrency conflicts inside one request.
 pub fn conflict_backoff() -> ExponentialBuilder {
-    backoff(Duration::from_millis(1), Duration::from_millis(50), 8)
+    backoff(Duration::from_millis(1), Duration::from_millis(50), 32)
 }
