@@ -83,8 +83,8 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    let is_json = mime == "application/json"
-        || (mime.starts_with("application/") && mime.ends_with("+json"));
+    let is_json =
+        mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"));
     if is_json {
         Ok(())
     } else {
@@ -112,13 +112,11 @@ pub fn write_precondition(headers: &HeaderMap) -> Result<Precondition, ApiError>
         if text == "*" {
             return Ok(Precondition::IfExists);
         }
-        return parse_etag(text)
-            .map(Precondition::IfMatch)
-            .ok_or_else(|| {
-                ApiError::InvalidPrecondition(format!(
-                    "If-Match must be `*` or one strong ETag such as \"3\", not `{text}`"
-                ))
-            });
+        return parse_etag(text).map(Precondition::IfMatch).ok_or_else(|| {
+            ApiError::InvalidPrecondition(format!(
+                "If-Match must be `*` or one strong ETag such as \"3\", not `{text}`"
+            ))
+        });
     }
     if let Some(value) = headers.get(header::IF_NONE_MATCH) {
         let text = value.to_str().unwrap_or("").trim();
@@ -152,21 +150,34 @@ mod tests {
         let mut headers = HeaderMap::new();
         assert_eq!(write_precondition(&headers).unwrap(), Precondition::None);
         headers.insert(header::IF_MATCH, HeaderValue::from_static("\"7\""));
-        assert_eq!(write_precondition(&headers).unwrap(), Precondition::IfMatch(7));
+        assert_eq!(
+            write_precondition(&headers).unwrap(),
+            Precondition::IfMatch(7)
+        );
         headers.insert(header::IF_MATCH, HeaderValue::from_static("*"));
-        assert_eq!(write_precondition(&headers).unwrap(), Precondition::IfExists);
+        assert_eq!(
+            write_precondition(&headers).unwrap(),
+            Precondition::IfExists
+        );
         headers.insert(header::IF_MATCH, HeaderValue::from_static("W/\"7\""));
         assert!(write_precondition(&headers).is_err());
         headers.remove(header::IF_MATCH);
         headers.insert(header::IF_NONE_MATCH, HeaderValue::from_static("*"));
-        assert_eq!(write_precondition(&headers).unwrap(), Precondition::IfAbsent);
+        assert_eq!(
+            write_precondition(&headers).unwrap(),
+            Precondition::IfAbsent
+        );
     }
 
     #[test]
     fn content_types() {
         let mut headers = HeaderMap::new();
         assert!(check_content_type(&headers).is_ok());
-        for ok in ["application/json", "application/json; charset=utf-8", "application/merge-patch+json"] {
+        for ok in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "application/merge-patch+json",
+        ] {
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(ok));
             assert!(check_content_type(&headers).is_ok(), "{ok}");
         }

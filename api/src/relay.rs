@@ -24,8 +24,10 @@ pub struct OutboxRelay {
     store: Arc<dyn DocumentStore>,
     publisher: Arc<dyn EventPublisher>,
     /// Creates the stream; run (with retries) before the first publish, since NATS may be down
-    /// when the API starts.
+    /// when the API starts, and again after failed publishes, since a NATS server that lost its
+    /// storage comes back without the stream.
     stream_setup: Option<(async_nats::jetstream::Context, StreamSettings)>,
+    stream_ready: bool,
     wake: Arc<Notify>,
     settings: OutboxSettings,
 }
@@ -48,6 +50,7 @@ impl OutboxRelay {
             store,
             publisher,
             stream_setup: None,
+            stream_ready: false,
             wake,
             settings,
         }
@@ -78,7 +81,12 @@ impl OutboxRelay {
             }
             match self.round().await {
                 Ok(round) if round.failed > 0 => {
-                    tracing::warn!(failed = round.failed, published = round.published, "some events were not published; retrying");
+                    self.stream_ready = false;
+                    tracing::warn!(
+                        failed = round.failed,
+                        published = round.published,
+                        "some events were not published; retrying"
+                    );
                     self.pause(&mut backoff, &shutdown).await;
                 }
                 Ok(round) if round.published > 0 => backoff = self.new_backoff(),
@@ -106,7 +114,10 @@ impl OutboxRelay {
                     return false;
                 }
                 match self.round().await {
-                    Ok(Round { published: 0, failed: 0 }) => return true,
+                    Ok(Round {
+                        published: 0,
+                        failed: 0,
+                    }) => return true,
                     Ok(Round { failed: 0, .. }) => {}
                     _ => return false,
                 }
@@ -120,10 +131,10 @@ impl OutboxRelay {
     }
 
     async fn ensure_stream(&mut self) -> Result<(), String> {
-        if let Some((js, stream)) = &self.stream_setup {
+        if let (false, Some((js, stream))) = (self.stream_ready, &self.stream_setup) {
             ensure_stream(js, stream).await.map_err(|e| e.to_string())?;
-            self.stream_setup = None;
         }
+        self.stream_ready = true;
         Ok(())
     }
 
@@ -211,7 +222,10 @@ mod tests {
             pending(4, "c", 5),
             pending(5, "b", 2),
         ]);
-        let picked: Vec<_> = batch.iter().map(|p| (p.event.id.as_str(), p.event.version)).collect();
+        let picked: Vec<_> = batch
+            .iter()
+            .map(|p| (p.event.id.as_str(), p.event.version))
+            .collect();
         assert_eq!(picked, vec![("a", 1), ("b", 1), ("c", 5)]);
     }
 }

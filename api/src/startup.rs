@@ -64,8 +64,13 @@ impl Application {
             js.clone(),
             settings.stream.subject_prefix.clone(),
         ));
-        let relay = OutboxRelay::new(store.clone(), publisher, wake.clone(), settings.outbox.clone())
-            .with_stream_setup(js, settings.stream.clone());
+        let relay = OutboxRelay::new(
+            store.clone(),
+            publisher,
+            wake.clone(),
+            settings.outbox.clone(),
+        )
+        .with_stream_setup(js, settings.stream.clone());
         let state = AppState::new(
             &pipeline,
             store,
@@ -89,7 +94,10 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then stops accepting, finishes in-flight requests and
     /// drains the outbox (bounded), and returns.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let stop = CancellationToken::new();
         let relay = tokio::spawn(self.relay.run(stop.clone(), RELAY_DRAIN_DEADLINE));
         let signal = stop.clone();
@@ -106,8 +114,9 @@ impl Application {
 }
 
 fn redis_manager(settings: &Settings) -> anyhow::Result<redis::aio::ConnectionManager> {
-    let client = redis::Client::open(settings.redis_url.expose())
-        .map_err(|err| anyhow::anyhow!("invalid redis_url {}: {}", settings.redis_url, format!("{:?}", err.kind())))?;
+    let client = redis::Client::open(settings.redis_url.expose()).map_err(|err| {
+        anyhow::anyhow!("invalid redis_url {}: {:?}", settings.redis_url, err.kind())
+    })?;
     let timeout = settings.redis.timeout();
     let config = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(timeout))
@@ -115,7 +124,9 @@ fn redis_manager(settings: &Settings) -> anyhow::Result<redis::aio::ConnectionMa
         .set_number_of_retries(2)
         .set_max_delay(Duration::from_secs(2));
     // Lazy: the API must start (and keep accepting writes) while Redis is down.
-    Ok(redis::aio::ConnectionManager::new_lazy_with_config(client, config)?)
+    Ok(redis::aio::ConnectionManager::new_lazy_with_config(
+        client, config,
+    )?)
 }
 
 /// The router, separate from any listener so tests can drive it directly.
@@ -129,7 +140,9 @@ pub fn router(state: AppState) -> Router {
                 .patch(documents::patch)
                 .delete(documents::delete),
         )
-        .fallback(|uri: axum::http::Uri| async move { ApiError::RouteNotFound(uri.path().to_owned()) })
+        .fallback(
+            |uri: axum::http::Uri| async move { ApiError::RouteNotFound(uri.path().to_owned()) },
+        )
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

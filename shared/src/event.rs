@@ -130,7 +130,10 @@ mod tests {
 
     #[test]
     fn rejects_malformed_envelopes() {
-        assert!(matches!(Event::decode(b"not json"), Err(DecodeError::Json(_))));
+        assert!(matches!(
+            Event::decode(b"not json"),
+            Err(DecodeError::Json(_))
+        ));
         let mut value = serde_json::to_value(Event::delete("places", "p1", 1)).unwrap();
         value["schema"] = json!(2);
         let err = Event::decode(&serde_json::to_vec(&value).unwrap()).unwrap_err();

@@ -8,11 +8,14 @@
 //! - [`event`]: the versioned event envelope published for every write.
 //! - [`store`]: the document-store port with its SQLite (embedded) and MongoDB adapters; every write
 //!   records its event in a transactional outbox.
+//! - [`cache`]: the cache-writer port and the Redis versioned apply (a Lua script run by SHA) that
+//!   the worker, cache-aside populate, backfill and replay all share.
 //! - [`events`]: the JetStream side: stream set-up and the outbox relay's publisher.
 //! - [`retry`]: the one backoff policy (capped, jittered) used for every retried external call.
 //! - [`redact`]: URLs with their credentials hidden, for logs.
 //! - [`telemetry`]: tracing set-up shared by both binaries.
 
+pub mod cache;
 pub mod config;
 pub mod document;
 pub mod event;

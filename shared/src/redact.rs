@@ -56,7 +56,9 @@ pub fn redact_url(raw: &str) -> String {
         None => (rest, None),
     };
     // The user info ends at the last '@' before the first '/' of the path.
-    let authority_end = authority_and_path.find('/').unwrap_or(authority_and_path.len());
+    let authority_end = authority_and_path
+        .find('/')
+        .unwrap_or(authority_and_path.len());
     let (authority, path) = authority_and_path.split_at(authority_end);
     let authority = match authority.rfind('@') {
         Some(at) => format!("***@{}", &authority[at + 1..]),
@@ -86,12 +88,20 @@ mod tests {
     #[test]
     fn hides_user_info_and_secret_params() {
         assert_eq!(
-            redact_url("mongodb+srv://alice:s3cret@cluster0.example.net/db?retryWrites=true&password=x"),
+            redact_url(
+                "mongodb+srv://alice:s3cret@cluster0.example.net/db?retryWrites=true&password=x"
+            ),
             "mongodb+srv://***@cluster0.example.net/db?retryWrites=true&password=***"
         );
-        assert_eq!(redact_url("redis://:pw@127.0.0.1:6379/0"), "redis://***@127.0.0.1:6379/0");
+        assert_eq!(
+            redact_url("redis://:pw@127.0.0.1:6379/0"),
+            "redis://***@127.0.0.1:6379/0"
+        );
         assert_eq!(redact_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
-        assert_eq!(redact_url("sqlite://data/cacheflow.db"), "sqlite://data/cacheflow.db");
+        assert_eq!(
+            redact_url("sqlite://data/cacheflow.db"),
+            "sqlite://data/cacheflow.db"
+        );
     }
 
     #[test]

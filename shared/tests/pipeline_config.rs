@@ -14,12 +14,21 @@ fn shipped() -> Pipeline {
 #[test]
 fn the_shipped_pipeline_declares_exactly_the_places_keys() {
     let pipeline = shipped();
-    assert_eq!(pipeline.collection_names().collect::<Vec<_>>(), vec!["places"]);
+    assert_eq!(
+        pipeline.collection_names().collect::<Vec<_>>(),
+        vec!["places"]
+    );
     let places = pipeline.collection("places").unwrap();
     let mut keys: Vec<(String, &str, String)> = places
         .projections
         .iter()
-        .map(|p| (p.name.clone(), p.kind.kind_name(), p.kind.key().raw().to_owned()))
+        .map(|p| {
+            (
+                p.name.clone(),
+                p.kind.kind_name(),
+                p.kind.key().raw().to_owned(),
+            )
+        })
         .collect();
     keys.sort();
     assert_eq!(
@@ -29,11 +38,17 @@ fn the_shipped_pipeline_declares_exactly_the_places_keys() {
             ("fields".into(), "hash", "place:{id}:h".into()),
             ("nearby".into(), "geo", "places:geo".into()),
             ("rating".into(), "sorted_set", "places:rating".into()),
-            ("rating_by_category".into(), "sorted_set", "places:rating:{category}".into()),
+            (
+                "rating_by_category".into(),
+                "sorted_set",
+                "places:rating:{category}".into()
+            ),
         ]
     );
     match &places.projection("fields").unwrap().kind {
-        ProjectionKind::Hash { fields, .. } => assert_eq!(fields, &["name", "category", "rating", "price"]),
+        ProjectionKind::Hash { fields, .. } => {
+            assert_eq!(fields, &["name", "category", "rating", "price"])
+        }
         other => panic!("fields is {other:?}"),
     }
     for name in ["rating", "rating_by_category"] {
@@ -68,10 +83,15 @@ fn unknown_keys_are_rejected_with_their_position() {
     );
     assert!(message.contains("unknown field `ttl`"), "{message}");
     assert!(path.starts_with("line "), "{path}");
-    let (_, message) = error_of("[collections.places.projections.doc]\nkind = \"list\"\nkey = \"p:{id}\"\n");
+    let (_, message) =
+        error_of("[collections.places.projections.doc]\nkind = \"list\"\nkey = \"p:{id}\"\n");
     assert!(message.contains("unknown variant `list`"), "{message}");
     let err = Pipeline::from_toml("[collections.places]\nfieldz = {}\n").unwrap_err();
-    assert!(err.message.contains("unknown field `fieldz`"), "{}", err.message);
+    assert!(
+        err.message.contains("unknown field `fieldz`"),
+        "{}",
+        err.message
+    );
 }
 
 #[test]
@@ -80,7 +100,10 @@ fn a_template_naming_a_missing_field_is_rejected() {
         "[collections.places.projections.by_city]\nkind = \"sorted_set\"\nkey = \"places:{city}\"\nscore = \"rating\"\n",
     );
     assert_eq!(path, "collections.places.projections.by_city.key");
-    assert!(message.contains("`city`") && message.contains("not a declared field"), "{message}");
+    assert!(
+        message.contains("`city`") && message.contains("not a declared field"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -103,7 +126,10 @@ fn duplicate_key_templates_are_rejected() {
          [collections.places.projections.b]\nkind = \"hash\"\nkey = \"p:{id}\"\nfields = [\"name\"]\n",
     );
     assert_eq!(path, "collections.places.projections.b.key");
-    assert!(message.contains("already used by collections.places.projections.a.key"), "{message}");
+    assert!(
+        message.contains("already used by collections.places.projections.a.key"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -113,7 +139,8 @@ fn geo_fields_id_placement_and_field_names_are_checked() {
     );
     assert_eq!(path, "collections.places.projections.near.field");
     assert!(message.contains("geo_point"), "{message}");
-    let (_, message) = error_of("[collections.places.projections.doc]\nkind = \"string\"\nkey = \"place\"\n");
+    let (_, message) =
+        error_of("[collections.places.projections.doc]\nkind = \"string\"\nkey = \"place\"\n");
     assert!(message.contains("must contain `{id}`"), "{message}");
     let (_, message) = error_of(
         "[collections.places.projections.near]\nkind = \"geo\"\nkey = \"places:{id}\"\nfield = \"location\"\n",
@@ -122,7 +149,10 @@ fn geo_fields_id_placement_and_field_names_are_checked() {
     let (_, message) = error_of(
         "[collections.places.projections.r]\nkind = \"sorted_set\"\nkey = \"places:{rating}\"\nscore = \"rating\"\n",
     );
-    assert!(message.contains("only string and integer fields"), "{message}");
+    assert!(
+        message.contains("only string and integer fields"),
+        "{message}"
+    );
     let (path, _) = error_of("[collections.places.projections.doc]\nkind = \"string\"\nkey = \"p:{id}\"\nttl_seconds = 0\n");
     assert_eq!(path, "collections.places.projections.doc.ttl_seconds");
     let err = Pipeline::from_toml("[collections.Places.fields]\nname = \"string\"\n").unwrap_err();
@@ -162,10 +192,22 @@ fn documents_are_checked_against_the_projections() {
     assert_eq!(field_of(json!({"rating": "4"})), "rating");
     assert_eq!(field_of(json!({"rating": null})), "rating");
     assert_eq!(field_of(json!({"price": "cheap"})), "price");
-    assert_eq!(field_of(json!({"location": {"coordinates": [0, 85.06]}})), "location");
-    assert_eq!(field_of(json!({"location": {"coordinates": [180.1, 0]}})), "location");
-    assert_eq!(field_of(json!({"location": {"coordinates": [1]}})), "location");
-    assert_eq!(field_of(json!({"location": {"type": "Polygon"}})), "location");
+    assert_eq!(
+        field_of(json!({"location": {"coordinates": [0, 85.06]}})),
+        "location"
+    );
+    assert_eq!(
+        field_of(json!({"location": {"coordinates": [180.1, 0]}})),
+        "location"
+    );
+    assert_eq!(
+        field_of(json!({"location": {"coordinates": [1]}})),
+        "location"
+    );
+    assert_eq!(
+        field_of(json!({"location": {"type": "Polygon"}})),
+        "location"
+    );
     assert_eq!(field_of(json!({"category": ""})), "category");
     assert_eq!(field_of(json!({"category": "a{b}"})), "category");
     // Hash fields may be absent.

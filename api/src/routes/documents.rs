@@ -48,7 +48,13 @@ pub async fn patch(
     let validator = validator(collection.clone(), id.clone());
     let outcome = state
         .store()
-        .patch(&collection.name, &id, Value::Object(patch), precondition, validator)
+        .patch(
+            &collection.name,
+            &id,
+            Value::Object(patch),
+            precondition,
+            validator,
+        )
         .await
         .map_err(|err| ApiError::from_store(err, &collection.name, &id))?;
     state.wake_relay();

@@ -43,7 +43,8 @@ async fn wait_healthy(client: &reqwest::Client, base: &str) {
 
 fn pending_in_outbox(db: &Path) -> i64 {
     let conn = rusqlite::Connection::open(db).unwrap();
-    conn.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0)).unwrap()
+    conn.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))
+        .unwrap()
 }
 
 #[tokio::test]
@@ -54,19 +55,31 @@ async fn a_killed_api_publishes_committed_events_on_restart() {
     let (stream, prefix) = (unique_name("crash"), unique_name("crash"));
     let addr = format!("127.0.0.1:{}", free_port());
     let base = format!("http://{addr}");
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
 
     // NATS is down, so nothing can be published before the kill.
     nats.stop();
     let mut api = spawn_api(&db, &nats.url(), &addr, &stream, &prefix);
     wait_healthy(&client, &base).await;
     for i in 0..25 {
-        let response = client.put(format!("{base}/v1/places/k{i}")).json(&place("x", "cafe", 3.0)).send().await.unwrap();
+        let response = client
+            .put(format!("{base}/v1/places/k{i}"))
+            .json(&place("x", "cafe", 3.0))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 201);
     }
     api.kill().unwrap(); // SIGKILL: no shutdown hook runs.
     api.wait().unwrap();
-    assert_eq!(pending_in_outbox(&db), 25, "the committed events wait in the outbox");
+    assert_eq!(
+        pending_in_outbox(&db),
+        25,
+        "the committed events wait in the outbox"
+    );
 
     nats.restart();
     let addr = format!("127.0.0.1:{}", free_port());
@@ -82,7 +95,10 @@ async fn a_killed_api_publishes_committed_events_on_restart() {
             break;
         }
         assert!(held <= 25, "more events than writes: {held}");
-        assert!(Instant::now() < deadline, "only {held} of 25 events arrived");
+        assert!(
+            Instant::now() < deadline,
+            "only {held} of 25 events arrived"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let stream_handle = js.get_stream(&stream).await.unwrap();
@@ -92,7 +108,10 @@ async fn a_killed_api_publishes_committed_events_on_restart() {
             .await
             .unwrap();
         let event = cacheflow_shared::event::Event::decode(&message.payload).unwrap();
-        assert_eq!((event.id.as_str(), event.version), (format!("k{i}").as_str(), 1));
+        assert_eq!(
+            (event.id.as_str(), event.version),
+            (format!("k{i}").as_str(), 1)
+        );
     }
     api.kill().unwrap();
     api.wait().unwrap();

@@ -11,12 +11,16 @@ async fn bad_ids_are_400() {
     let app = spawn_app().await;
     let too_long = "a".repeat(129);
     for id in ["a.b", "sp%20ace", "%C3%A9", too_long.as_str()] {
-        let response = app.put(&format!("/v1/places/{id}"), &place("x", "cafe", 4.0)).await;
+        let response = app
+            .put(&format!("/v1/places/{id}"), &place("x", "cafe", 4.0))
+            .await;
         let (status, code, _) = error_of(response).await;
         assert_eq!((status, code.as_str()), (400, "invalid_id"), "id {id}");
     }
     let ok = "a".repeat(128);
-    let response = app.put(&format!("/v1/places/{ok}"), &place("x", "cafe", 4.0)).await;
+    let response = app
+        .put(&format!("/v1/places/{ok}"), &place("x", "cafe", 4.0))
+        .await;
     assert_eq!(response.status(), 201);
 }
 
@@ -25,10 +29,20 @@ async fn unknown_collection_and_route_are_404_wrong_method_405() {
     let app = spawn_app().await;
     let (status, code, _) = error_of(app.put("/v1/nope/p1", &place("x", "cafe", 4.0)).await).await;
     assert_eq!((status, code.as_str()), (404, "collection_not_found"));
-    let response = app.client.get(app.url("/v2/whatever")).send().await.unwrap();
+    let response = app
+        .client
+        .get(app.url("/v2/whatever"))
+        .send()
+        .await
+        .unwrap();
     let (status, code, _) = error_of(response).await;
     assert_eq!((status, code.as_str()), (404, "route_not_found"));
-    let response = app.client.post(app.url("/v1/places/p1")).send().await.unwrap();
+    let response = app
+        .client
+        .post(app.url("/v1/places/p1"))
+        .send()
+        .await
+        .unwrap();
     let (status, code, _) = error_of(response).await;
     assert_eq!((status, code.as_str()), (405, "method_not_allowed"));
 }
@@ -67,9 +81,18 @@ async fn malformed_bodies_are_400_and_wrong_media_type_415() {
 async fn documents_breaking_projections_are_422_naming_the_field() {
     let app = spawn_app().await;
     let cases = [
-        ("location", json!({"type": "Point", "coordinates": [200.0, 10.0]})),
-        ("location", json!({"type": "Point", "coordinates": [10.0, 85.06]})),
-        ("location", json!({"type": "LineString", "coordinates": [[0, 0], [1, 1]]})),
+        (
+            "location",
+            json!({"type": "Point", "coordinates": [200.0, 10.0]}),
+        ),
+        (
+            "location",
+            json!({"type": "Point", "coordinates": [10.0, 85.06]}),
+        ),
+        (
+            "location",
+            json!({"type": "LineString", "coordinates": [[0, 0], [1, 1]]}),
+        ),
         ("location", json!([10.0, 20.0])),
         ("rating", json!("five")),
         ("category", json!("two words")),
@@ -79,7 +102,11 @@ async fn documents_breaking_projections_are_422_naming_the_field() {
         let mut doc = place("x", "cafe", 4.0);
         doc[field] = value.clone();
         let (status, code, body) = error_of(app.put("/v1/places/p1", &doc).await).await;
-        assert_eq!((status, code.as_str()), (422, "invalid_document"), "{field} = {value}");
+        assert_eq!(
+            (status, code.as_str()),
+            (422, "invalid_document"),
+            "{field} = {value}"
+        );
         assert_eq!(body["field"], field, "{body}");
     }
     // A field a template or score needs cannot be missing.
@@ -95,7 +122,10 @@ async fn a_body_id_different_from_the_path_is_422() {
     let mut doc = place("x", "cafe", 4.0);
     doc["id"] = json!("other");
     let (status, code, body) = error_of(app.put("/v1/places/p1", &doc).await).await;
-    assert_eq!((status, code.as_str(), body["field"].as_str()), (422, "id_mismatch", Some("id")));
+    assert_eq!(
+        (status, code.as_str(), body["field"].as_str()),
+        (422, "id_mismatch", Some("id"))
+    );
     doc["id"] = json!("p1");
     assert_eq!(app.put("/v1/places/p1", &doc).await.status(), 201);
     let response = app
@@ -120,11 +150,21 @@ async fn preconditions_404s_and_invalid_patches() {
     };
     let (status, code, _) = error_of(patch(json!({"rating": 3})).send().await.unwrap()).await;
     assert_eq!((status, code.as_str()), (404, "not_found"));
-    let response = app.client.delete(app.url("/v1/places/p1")).send().await.unwrap();
+    let response = app
+        .client
+        .delete(app.url("/v1/places/p1"))
+        .send()
+        .await
+        .unwrap();
     let (status, code, _) = error_of(response).await;
     assert_eq!((status, code.as_str()), (404, "not_found"));
 
-    assert_eq!(app.put("/v1/places/p1", &place("x", "cafe", 4.0)).await.status(), 201);
+    assert_eq!(
+        app.put("/v1/places/p1", &place("x", "cafe", 4.0))
+            .await
+            .status(),
+        201
+    );
     let stale = app
         .client
         .put(app.url("/v1/places/p1"))
@@ -156,8 +196,12 @@ async fn preconditions_404s_and_invalid_patches() {
     assert_eq!((status, code.as_str()), (412, "precondition_failed"));
 
     // The merged document is validated too.
-    let (status, code, body) = error_of(patch(json!({"rating": "high"})).send().await.unwrap()).await;
-    assert_eq!((status, code.as_str(), body["field"].as_str()), (422, "invalid_document", Some("rating")));
+    let (status, code, body) =
+        error_of(patch(json!({"rating": "high"})).send().await.unwrap()).await;
+    assert_eq!(
+        (status, code.as_str(), body["field"].as_str()),
+        (422, "invalid_document", Some("rating"))
+    );
     let (status, _, body) = error_of(patch(json!({"location": null})).send().await.unwrap()).await;
     assert_eq!((status, body["field"].as_str()), (422, Some("location")));
 }
@@ -165,7 +209,12 @@ async fn preconditions_404s_and_invalid_patches() {
 #[tokio::test]
 async fn a_locked_store_is_503_with_retry_after() {
     let app = spawn_app_with(|s| s.store.op_timeout_ms = 300).await;
-    assert_eq!(app.put("/v1/places/p1", &place("x", "cafe", 4.0)).await.status(), 201);
+    assert_eq!(
+        app.put("/v1/places/p1", &place("x", "cafe", 4.0))
+            .await
+            .status(),
+        201
+    );
     // Another process holding SQLite's write lock is what a stuck or overloaded store looks like.
     let db = app.dir.path().join("store.db");
     let locker = std::thread::spawn(move || {
@@ -176,10 +225,21 @@ async fn a_locked_store_is_503_with_retry_after() {
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
     let response = app.put("/v1/places/p1", &place("y", "cafe", 4.0)).await;
-    assert_eq!(response.headers().get("retry-after").map(|v| v.to_str().unwrap()), Some("1"));
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap()),
+        Some("1")
+    );
     let (status, code, _) = error_of(response).await;
     assert_eq!((status, code.as_str()), (503, "store_unavailable"));
     locker.join().unwrap();
     // Once the lock is gone, writes succeed again.
-    assert_eq!(app.put("/v1/places/p1", &place("y", "cafe", 4.0)).await.status(), 200);
+    assert_eq!(
+        app.put("/v1/places/p1", &place("y", "cafe", 4.0))
+            .await
+            .status(),
+        200
+    );
 }

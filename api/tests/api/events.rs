@@ -10,7 +10,12 @@ use crate::helpers::{place, spawn_app};
 #[tokio::test]
 async fn writes_publish_their_events_in_version_order() {
     let app = spawn_app().await;
-    assert_eq!(app.put("/v1/places/p1", &place("Cafe A", "cafe", 4.5)).await.status(), 201);
+    assert_eq!(
+        app.put("/v1/places/p1", &place("Cafe A", "cafe", 4.5))
+            .await
+            .status(),
+        201
+    );
     let patched = app
         .client
         .patch(app.url("/v1/places/p1"))
@@ -19,12 +24,23 @@ async fn writes_publish_their_events_in_version_order() {
         .await
         .unwrap();
     assert_eq!(patched.status(), 200);
-    assert_eq!(app.client.delete(app.url("/v1/places/p1")).send().await.unwrap().status(), 204);
+    assert_eq!(
+        app.client
+            .delete(app.url("/v1/places/p1"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
 
     app.wait_for_stream_count(3, Duration::from_secs(10)).await;
     let events = app.stream_events().await;
     let versions: Vec<(u64, Op)> = events.iter().map(|(e, _)| (e.version, e.op)).collect();
-    assert_eq!(versions, vec![(1, Op::Upsert), (2, Op::Upsert), (3, Op::Delete)]);
+    assert_eq!(
+        versions,
+        vec![(1, Op::Upsert), (2, Op::Upsert), (3, Op::Delete)]
+    );
     for (event, msg_id) in &events {
         assert_eq!(event.collection, "places");
         assert_eq!(event.id, "p1");
@@ -41,7 +57,10 @@ async fn writes_publish_their_events_in_version_order() {
     let js = app.jetstream().await;
     let stream = js.get_stream(&app.settings.stream.name).await.unwrap();
     let subject = format!("{}.places.p1", app.settings.stream.subject_prefix);
-    let last = stream.get_last_raw_message_by_subject(&subject).await.unwrap();
+    let last = stream
+        .get_last_raw_message_by_subject(&subject)
+        .await
+        .unwrap();
     assert_eq!(last.subject.as_str(), subject);
 }
 
@@ -56,16 +75,25 @@ async fn the_default_stream_is_a_compacted_log() {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let events = app.stream_events().await;
-        let latest_p1 = events.iter().find(|(e, _)| e.id == "p1").map(|(e, _)| e.version);
+        let latest_p1 = events
+            .iter()
+            .find(|(e, _)| e.id == "p1")
+            .map(|(e, _)| e.version);
         if events.len() == 2 && latest_p1 == Some(3) {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "stream holds {events:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stream holds {events:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let js = app.jetstream().await;
     let mut stream = js.get_stream(&app.settings.stream.name).await.unwrap();
     let config = stream.info().await.unwrap().config.clone();
     assert_eq!(config.max_messages_per_subject, 1);
-    assert_eq!(config.subjects, vec![format!("{}.>", app.settings.stream.subject_prefix)]);
+    assert_eq!(
+        config.subjects,
+        vec![format!("{}.>", app.settings.stream.subject_prefix)]
+    );
 }

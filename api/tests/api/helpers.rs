@@ -85,7 +85,9 @@ impl TestApp {
         self.base = format!("http://{}", app.local_addr());
         self.stop = CancellationToken::new();
         let stop = self.stop.clone();
-        self.server = Some(tokio::spawn(app.run_until(async move { stop.cancelled().await })));
+        self.server = Some(tokio::spawn(
+            app.run_until(async move { stop.cancelled().await }),
+        ));
     }
 
     /// Graceful stop; returns what `run_until` returned.
@@ -102,7 +104,12 @@ impl TestApp {
     }
 
     pub async fn put(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.client.put(self.url(path)).json(body).send().await.unwrap()
+        self.client
+            .put(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn jetstream(&self) -> jetstream::Context {
@@ -148,7 +155,11 @@ impl TestApp {
                 .expect("every event carries Nats-Msg-Id");
             events.push((Event::decode(&message.payload).unwrap(), msg_id));
         }
-        assert_eq!(events.len(), total, "fetched fewer events than the stream holds");
+        assert_eq!(
+            events.len(),
+            total,
+            "fetched fewer events than the stream holds"
+        );
         events
     }
 
@@ -162,7 +173,10 @@ impl TestApp {
                 Err(_) => 0,
             };
             if held >= count {
-                assert_eq!(held, count, "the stream holds more events than writes were made");
+                assert_eq!(
+                    held, count,
+                    "the stream holds more events than writes were made"
+                );
                 return;
             }
             assert!(
@@ -199,9 +213,18 @@ pub async fn error_of(response: reqwest::Response) -> (u16, String, Value) {
         .get("content-type")
         .map(|v| v.to_str().unwrap().to_owned())
         .unwrap_or_default();
-    assert!(content_type.starts_with("application/json"), "status {status}: content type {content_type}");
+    assert!(
+        content_type.starts_with("application/json"),
+        "status {status}: content type {content_type}"
+    );
     let body: Value = response.json().await.unwrap();
-    let code = body["code"].as_str().expect("error body has a code").to_owned();
-    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "error body has a message: {body}");
+    let code = body["code"]
+        .as_str()
+        .expect("error body has a code")
+        .to_owned();
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "error body has a message: {body}"
+    );
     (status, code, body)
 }

@@ -11,7 +11,9 @@ fn etag(response: &reqwest::Response) -> String {
 #[tokio::test]
 async fn put_patch_delete_recreate_keep_versions_rising() {
     let app = spawn_app().await;
-    let created = app.put("/v1/places/p1", &place("Cafe A", "cafe", 4.5)).await;
+    let created = app
+        .put("/v1/places/p1", &place("Cafe A", "cafe", 4.5))
+        .await;
     assert_eq!(created.status(), 201);
     assert_eq!(etag(&created), "\"1\"");
     assert_eq!(created.headers()["location"], "/v1/places/p1");

@@ -14,7 +14,10 @@ pub struct ConnectError {
 /// Returns at once with a client that connects in the background and reconnects forever (the
 /// client's own capped, jittered backoff), so a process starts while NATS is down and survives NATS
 /// restarts; `/readyz` and the publish/fetch timeouts surface an outage. Fails only on a bad URL.
-pub async fn connect(settings: &Settings, client_name: &str) -> Result<async_nats::Client, ConnectError> {
+pub async fn connect(
+    settings: &Settings,
+    client_name: &str,
+) -> Result<async_nats::Client, ConnectError> {
     let url = &settings.nats_url;
     let options = ConnectOptions::new()
         .name(client_name)

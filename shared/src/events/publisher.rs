@@ -55,12 +55,18 @@ impl EventPublisher for JetStreamPublisher {
                 .await;
             acks.push(sent);
         }
-        let waits = acks.into_iter().zip(events).map(|(sent, pending)| async move {
-            match sent {
-                Ok(ack) => ack.await.map(|_| ()).map_err(|e| failure(pending, e.to_string())),
-                Err(err) => Err(failure(pending, err.to_string())),
-            }
-        });
+        let waits = acks
+            .into_iter()
+            .zip(events)
+            .map(|(sent, pending)| async move {
+                match sent {
+                    Ok(ack) => ack
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| failure(pending, e.to_string())),
+                    Err(err) => Err(failure(pending, err.to_string())),
+                }
+            });
         join_all(waits).await
     }
 }

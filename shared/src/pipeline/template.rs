@@ -43,11 +43,7 @@ impl KeyTemplate {
                 .find('}')
                 .ok_or_else(|| format!("unclosed `{{` in key template `{raw}`"))?;
             let name = &after[..close];
-            if name.is_empty()
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-            {
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
                 return Err(format!(
                     "`{{{name}}}` in key template `{raw}` is not a field name"
                 ));
@@ -175,7 +171,10 @@ mod tests {
         let t = KeyTemplate::parse("x:{category}").unwrap();
         let err = t.render("p1", &Default::default()).unwrap_err();
         assert_eq!(err.field, "category");
-        let doc = json!({"category": "two words"}).as_object().unwrap().clone();
+        let doc = json!({"category": "two words"})
+            .as_object()
+            .unwrap()
+            .clone();
         assert_eq!(t.render("p1", &doc).unwrap_err().field, "category");
         let doc = json!({"category": 1.5}).as_object().unwrap().clone();
         assert_eq!(t.render("p1", &doc).unwrap_err().field, "category");

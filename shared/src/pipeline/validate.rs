@@ -127,12 +127,19 @@ fn validate_projection(
             _ => Ok(key),
         }
     };
-    let require_field = |field: &str, field_path: String, wanted: &dyn Fn(FieldType) -> bool, what: &str| -> Result<(), Invalid> {
+    let require_field = |field: &str,
+                         field_path: String,
+                         wanted: &dyn Fn(FieldType) -> bool,
+                         what: &str|
+     -> Result<(), Invalid> {
         match fields.get(field) {
             None => Err((field_path, format!("`{field}` is not a declared field"))),
             Some(t) if !wanted(*t) => Err((
                 field_path,
-                format!("`{field}` is declared as {}, but this needs {what}", t.name()),
+                format!(
+                    "`{field}` is declared as {}, but this needs {what}",
+                    t.name()
+                ),
             )),
             Some(_) => Ok(()),
         }
@@ -150,14 +157,20 @@ fn validate_projection(
                 ttl: ttl_seconds.map(Duration::from_secs),
             })
         }
-        ProjectionSpec::Hash { key, fields: listed } => {
+        ProjectionSpec::Hash {
+            key,
+            fields: listed,
+        } => {
             if listed.is_empty() {
                 return Err((format!("{path}.fields"), "list at least one field".into()));
             }
             for (i, field) in listed.iter().enumerate() {
                 require_field(field, format!("{path}.fields"), &|_| true, "")?;
                 if listed[..i].contains(field) {
-                    return Err((format!("{path}.fields"), format!("`{field}` is listed twice")));
+                    return Err((
+                        format!("{path}.fields"),
+                        format!("`{field}` is listed twice"),
+                    ));
                 }
             }
             Ok(ProjectionKind::Hash {
@@ -166,14 +179,24 @@ fn validate_projection(
             })
         }
         ProjectionSpec::SortedSet { key, score } => {
-            require_field(&score, format!("{path}.score"), &FieldType::is_numeric, "a number or integer")?;
+            require_field(
+                &score,
+                format!("{path}.score"),
+                &FieldType::is_numeric,
+                "a number or integer",
+            )?;
             Ok(ProjectionKind::SortedSet {
                 key: parse_key(&key, false)?,
                 score,
             })
         }
         ProjectionSpec::Geo { key, field } => {
-            require_field(&field, format!("{path}.field"), &|t| t == FieldType::GeoPoint, "a geo_point")?;
+            require_field(
+                &field,
+                format!("{path}.field"),
+                &|t| t == FieldType::GeoPoint,
+                "a geo_point",
+            )?;
             Ok(ProjectionKind::Geo {
                 key: parse_key(&key, false)?,
                 field,

@@ -70,7 +70,10 @@ impl SqliteStore {
     fn open_blocking(path: &str, settings: &StoreSettings) -> Result<Self, StoreError> {
         let in_memory = path == ":memory:";
         if !in_memory {
-            if let Some(parent) = PathBuf::from(path).parent().filter(|p| !p.as_os_str().is_empty()) {
+            if let Some(parent) = PathBuf::from(path)
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+            {
                 std::fs::create_dir_all(parent).map_err(|err| {
                     StoreError::Unavailable(format!("cannot create {}: {err}", parent.display()))
                 })?;
@@ -122,9 +125,9 @@ impl SqliteStore {
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let task = tokio::task::spawn_blocking(move || {
-            let mut conn = conn
-                .lock()
-                .map_err(|_| StoreError::Internal("a SQLite connection lock was poisoned".into()))?;
+            let mut conn = conn.lock().map_err(|_| {
+                StoreError::Internal("a SQLite connection lock was poisoned".into())
+            })?;
             work(&mut conn)
         });
         match tokio::time::timeout(self.op_timeout, task).await {
@@ -167,7 +170,13 @@ fn current(
     tx.query_row(
         "SELECT version, deleted, body FROM documents WHERE collection = ?1 AND id = ?2",
         params![collection, id],
-        |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, bool>(1)?, row.get(2)?)),
+        |row| {
+            Ok((
+                row.get::<_, i64>(0)? as u64,
+                row.get::<_, bool>(1)?,
+                row.get(2)?,
+            ))
+        },
     )
     .optional()
     .map_err(map_err)
@@ -226,7 +235,8 @@ fn patch_tx(
         return Err(StoreError::NotFound);
     };
     precondition.check(Some(version))?;
-    let mut merged: Value = serde_json::from_str(&body).map_err(|e| StoreError::Internal(e.to_string()))?;
+    let mut merged: Value =
+        serde_json::from_str(&body).map_err(|e| StoreError::Internal(e.to_string()))?;
     merge_patch(&mut merged, patch);
     let Value::Object(mut document) = merged else {
         return Err(StoreError::Invalid(crate::pipeline::DocumentError::new(
@@ -272,8 +282,8 @@ fn delete_tx(
 }
 
 fn parse_body(version: i64, body: &str) -> Result<Versioned, StoreError> {
-    let document: Document =
-        serde_json::from_str(body).map_err(|e| StoreError::Internal(format!("corrupt document: {e}")))?;
+    let document: Document = serde_json::from_str(body)
+        .map_err(|e| StoreError::Internal(format!("corrupt document: {e}")))?;
     Ok(Versioned {
         version: version as u64,
         document,
@@ -346,9 +356,11 @@ impl DocumentStore for SqliteStore {
 
     async fn get(&self, collection: &str, id: &str) -> Result<Option<Versioned>, StoreError> {
         let (collection, id) = (collection.to_owned(), id.to_owned());
-        self.run(self.reader(), move |conn| match current(conn, &collection, &id)? {
-            Some((version, false, Some(body))) => parse_body(version as i64, &body).map(Some),
-            _ => Ok(None),
+        self.run(self.reader(), move |conn| {
+            match current(conn, &collection, &id)? {
+                Some((version, false, Some(body))) => parse_body(version as i64, &body).map(Some),
+                _ => Ok(None),
+            }
         })
         .await
     }
@@ -373,7 +385,11 @@ impl DocumentStore for SqliteStore {
                 let params = std::iter::once(&collection).chain(chunk.iter());
                 let rows = stmt
                     .query_map(rusqlite::params_from_iter(params), |row| {
-                        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, String>(2)?))
+                        Ok((
+                            row.get::<_, String>(0)?,
+                            row.get::<_, i64>(1)?,
+                            row.get::<_, String>(2)?,
+                        ))
                     })
                     .map_err(map_err)?;
                 for row in rows {
@@ -437,8 +453,9 @@ impl DocumentStore for SqliteStore {
                 .map_err(map_err)?;
             rows.map(|row| {
                 let (seq, payload) = row.map_err(map_err)?;
-                let event = Event::decode(&payload)
-                    .map_err(|e| StoreError::Internal(format!("corrupt outbox event {seq}: {e}")))?;
+                let event = Event::decode(&payload).map_err(|e| {
+                    StoreError::Internal(format!("corrupt outbox event {seq}: {e}"))
+                })?;
                 Ok(PendingEvent {
                     seq: seq as u64,
                     event,
@@ -471,9 +488,11 @@ impl DocumentStore for SqliteStore {
 
     async fn pending_count(&self) -> Result<u64, StoreError> {
         self.run(self.reader(), |conn| {
-            conn.query_row("SELECT COUNT(*) FROM outbox", [], |row| row.get::<_, i64>(0))
-                .map(|n| n as u64)
-                .map_err(map_err)
+            conn.query_row("SELECT COUNT(*) FROM outbox", [], |row| {
+                row.get::<_, i64>(0)
+            })
+            .map(|n| n as u64)
+            .map_err(map_err)
         })
         .await
     }
