@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The one test command, locally and in CI:
+#   1. install the system packages the tests need (redis-server, nats-server, curl, promtool)
+#   2. cargo fmt --all -- --check
+#   3. cargo clippy --workspace --all-targets -- -D warnings
+#   4. cargo test --workspace
+# Stops at the first failing step with a non-zero exit code. The tests start their own
+# redis-server and nats-server processes on free ports (crate cacheflow-testkit).
+set -euo pipefail
+
+cd "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/../.."
+
+started=$SECONDS
+step_number=0
+step_count=4
+
+step() {
+    local name=$1
+    shift
+    step_number=$((step_number + 1))
+    local step_started=$SECONDS
+    printf '\n==== [%d/%d] %s ====\n' "$step_number" "$step_count" "$name"
+    printf '$ %s\n' "$*"
+    local rc=0
+    "$@" || rc=$?
+    if [ "$rc" -ne 0 ]; then
+        printf '\n==== FAILED: %s (exit %d, after %ds) ====\n' "$name" "$rc" "$((SECONDS - step_started))" >&2
+        exit "$rc"
+    fi
+    printf '==== done: %s (%ds) ====\n' "$name" "$((SECONDS - step_started))"
+}
+
+step "install dependencies" bash infra/scripts/install-deps.sh --test
+step "format" cargo fmt --all -- --check
+step "lint" cargo clippy --workspace --all-targets -- -D warnings
+step "tests" cargo test --workspace
+
+printf '\n==== all checks passed in %ds ====\n' "$((SECONDS - started))"
