@@ -8,16 +8,29 @@ use cacheflow_shared::document::Document;
 use cacheflow_shared::event::Op;
 use cacheflow_shared::pipeline::{DocumentError, Pipeline};
 use cacheflow_shared::redact::SecretUrl;
-use cacheflow_shared::store::{self, DocumentStore, Precondition, StoreError, Validator};
+use cacheflow_shared::store::{
+    self, DocumentStore, Precondition, Scored, StoreError, Validator, EARTH_RADIUS_M,
+};
 use serde_json::{json, Value};
 
 const PIPELINE: &str = r#"
 [collections.places.fields]
 name = "string"
 rating = "number"
+category = "string"
+floor = "integer"
+location = "geo_point"
 [collections.places.projections.document]
 kind = "string"
 key = "place:{id}"
+[collections.places.projections.top_rated]
+kind = "sorted_set"
+key = "places:rating:{category}"
+score = "rating"
+[collections.places.projections.nearby]
+kind = "geo"
+key = "places:geo"
+field = "location"
 [collections.notes.projections.document]
 kind = "string"
 key = "note:{id}"
@@ -445,6 +458,303 @@ async fn concurrent_writers_get_distinct_rising_versions(store: Store) {
     store.ping().await.unwrap();
 }
 
+fn ids(found: &[Scored]) -> Vec<&str> {
+    found
+        .iter()
+        .map(|s| s.document.document["id"].as_str().unwrap())
+        .collect()
+}
+
+fn eq(pairs: &[(&str, Value)]) -> Vec<(String, Value)> {
+    pairs
+        .iter()
+        .map(|(field, value)| ((*field).to_owned(), value.clone()))
+        .collect()
+}
+
+async fn top_by_score_orders_filters_and_pages(store: Store) {
+    let places = [
+        ("a", json!({"category": "cafe", "rating": 4.5, "floor": 1})),
+        ("b", json!({"category": "cafe", "rating": 4.5, "floor": 2})),
+        ("c", json!({"category": "cafe", "rating": 5, "floor": 1})),
+        ("d", json!({"category": "bar", "rating": 4.9, "floor": 1})),
+        ("e", json!({"category": "cafe", "rating": 9, "floor": 1})),
+        ("f", json!({"category": "cafe", "floor": 1})),
+        (
+            "g",
+            json!({"category": "cafe", "rating": "9.5", "floor": 1}),
+        ),
+        ("h", json!({"category": "cafe", "rating": true, "floor": 1})),
+        ("i", json!({"category": "Cafe", "rating": 4.8, "floor": 1})),
+        ("j", json!({"category": "cafe", "rating": 2, "floor": "1"})),
+        (
+            "k",
+            json!({"category": "cafe", "rating": -1.5, "floor": 1.0}),
+        ),
+        ("l", json!({"category": "cafe", "rating": 1, "floor": true})),
+    ];
+    // Written out of id order, so an id-ordered answer cannot come from insertion order.
+    for (id, body) in places.iter().rev() {
+        store
+            .put("places", id, doc(body.clone()), Precondition::None)
+            .await
+            .unwrap();
+    }
+    store
+        .delete("places", "e", Precondition::None)
+        .await
+        .unwrap();
+    store
+        .put(
+            "notes",
+            "a",
+            doc(json!({"category": "cafe", "rating": 100})),
+            Precondition::None,
+        )
+        .await
+        .unwrap();
+    let top = |equals: Vec<(String, Value)>, offset: usize, limit: usize| {
+        let store = store.clone();
+        async move {
+            store
+                .top_by_score("places", "rating", &equals, offset, limit)
+                .await
+                .unwrap()
+        }
+    };
+
+    // Score descending, ties by id; tombstones, missing and non-numeric scores left out.
+    let all = top(Vec::new(), 0, 100).await;
+    assert_eq!(ids(&all), ["c", "d", "i", "a", "b", "j", "l", "k"]);
+    let scores: Vec<f64> = all.iter().map(|s| s.value).collect();
+    assert_eq!(scores, [5.0, 4.9, 4.8, 4.5, 4.5, 2.0, 1.0, -1.5]);
+    assert_eq!(all[0].document.version, 1);
+    assert_eq!(all[0].document.document["category"], "cafe");
+
+    // Strings match exactly (case included).
+    let cafe = || eq(&[("category", json!("cafe"))]);
+    assert_eq!(
+        ids(&top(cafe(), 0, 100).await),
+        ["c", "a", "b", "j", "l", "k"]
+    );
+    assert_eq!(ids(&top(cafe(), 1, 2).await), ["a", "b"]);
+    assert_eq!(ids(&top(cafe(), 5, 10).await), ["k"]);
+    assert!(top(cafe(), 6, 10).await.is_empty());
+    assert!(top(cafe(), 0, 0).await.is_empty());
+    assert_eq!(
+        ids(&top(eq(&[("category", json!("Cafe"))]), 0, 10).await),
+        ["i"]
+    );
+    assert!(top(eq(&[("category", json!("nope"))]), 0, 10)
+        .await
+        .is_empty());
+
+    // Integers match numbers of equal value, never strings or booleans.
+    let cafe_floor_1 = eq(&[("category", json!("cafe")), ("floor", json!(1))]);
+    assert_eq!(ids(&top(cafe_floor_1, 0, 10).await), ["c", "a", "k"]);
+    assert_eq!(ids(&top(eq(&[("floor", json!(2))]), 0, 10).await), ["b"]);
+    assert_eq!(ids(&top(eq(&[("floor", json!("1"))]), 0, 10).await), ["j"]);
+    assert_eq!(ids(&top(eq(&[("floor", json!(true))]), 0, 10).await), ["l"]);
+
+    // The answer follows the live version.
+    store
+        .put(
+            "places",
+            "k",
+            doc(json!({"category": "cafe", "rating": 10, "floor": 1})),
+            Precondition::None,
+        )
+        .await
+        .unwrap();
+    let now = top(cafe(), 0, 1).await;
+    assert_eq!(ids(&now), ["k"]);
+    assert_eq!((now[0].value, now[0].document.version), (10.0, 2));
+
+    // Field names outside the pipeline's identifier rule never reach the store.
+    for bad in ["rating'--", "doc.rating", "$rating", ""] {
+        let err = store.top_by_score("places", bad, &[], 0, 10).await;
+        assert!(
+            matches!(err, Err(StoreError::Internal(_))),
+            "{bad}: {err:?}"
+        );
+    }
+    let err = store
+        .top_by_score("places", "rating", &eq(&[("a.b", json!(1))]), 0, 10)
+        .await;
+    assert!(matches!(err, Err(StoreError::Internal(_))), "{err:?}");
+}
+
+/// Central Lisbon, the centre of the geo cases.
+const LISBON: (f64, f64) = (-9.1393, 38.7223);
+
+/// The point `north_m` north and `east_m` east of Lisbon (flat offsets, exact enough at a few km).
+fn lisbon_offset(north_m: f64, east_m: f64) -> (f64, f64) {
+    let (lon, lat) = LISBON;
+    let dlat = (north_m / EARTH_RADIUS_M).to_degrees();
+    let dlon = (east_m / (EARTH_RADIUS_M * lat.to_radians().cos())).to_degrees();
+    (lon + dlon, lat + dlat)
+}
+
+/// Reference great-circle distance (haversine on Redis's sphere).
+fn reference_m(a: (f64, f64), b: (f64, f64)) -> f64 {
+    let (lat1, lat2) = (a.1.to_radians(), b.1.to_radians());
+    let dlat = lat2 - lat1;
+    let dlon = (b.0 - a.0).to_radians();
+    let h = (dlat / 2.0).sin().powi(2) + lat1.cos() * lat2.cos() * (dlon / 2.0).sin().powi(2);
+    2.0 * EARTH_RADIUS_M * h.sqrt().min(1.0).asin()
+}
+
+fn located((lon, lat): (f64, f64)) -> Document {
+    doc(json!({"location": {"type": "Point", "coordinates": [lon, lat]}}))
+}
+
+async fn put_located(store: &Store, id: &str, point: (f64, f64)) {
+    store
+        .put("places", id, located(point), Precondition::None)
+        .await
+        .unwrap();
+}
+
+/// Every distance within 0.5% of the reference (or 1 cm of it, for a point at the centre).
+fn assert_distances(found: &[Scored], centre: (f64, f64), points: &[(&str, (f64, f64))]) {
+    for scored in found {
+        let id = scored.document.document["id"].as_str().unwrap();
+        let point = points.iter().find(|(p, _)| *p == id).unwrap().1;
+        let expected = reference_m(centre, point);
+        let tolerance = (expected * 0.005).max(0.01);
+        assert!(
+            (scored.value - expected).abs() <= tolerance,
+            "{id}: {} m, expected {expected} m",
+            scored.value
+        );
+    }
+}
+
+async fn near_returns_the_nearest_within_the_radius(store: Store) {
+    let points = [
+        ("here", LISBON),
+        ("close", lisbon_offset(3.0, 0.0)),
+        ("n100", lisbon_offset(100.0, 0.0)),
+        ("e250", lisbon_offset(0.0, 250.0)),
+        ("tie_b", lisbon_offset(0.0, -500.0)),
+        ("tie_a", lisbon_offset(0.0, -500.0)),
+        ("ne", lisbon_offset(700.0, 700.0)),
+        ("s1500", lisbon_offset(-1500.0, 0.0)),
+        ("far", lisbon_offset(-5000.0, 0.0)),
+        ("gone", lisbon_offset(50.0, 0.0)),
+    ];
+    for (id, point) in points.iter().rev() {
+        put_located(&store, id, *point).await;
+    }
+    store
+        .delete("places", "gone", Precondition::None)
+        .await
+        .unwrap();
+    store
+        .put(
+            "places",
+            "nowhere",
+            doc(json!({"name": "no location"})),
+            Precondition::None,
+        )
+        .await
+        .unwrap();
+    store
+        .put("notes", "here", located(LISBON), Precondition::None)
+        .await
+        .unwrap();
+    let (lon, lat) = LISBON;
+    let near = |radius_m: f64, limit: usize| {
+        let store = store.clone();
+        async move {
+            store
+                .near("places", "location", lon, lat, radius_m, limit)
+                .await
+                .unwrap()
+        }
+    };
+
+    let within = near(2000.0, 100).await;
+    assert_eq!(
+        ids(&within),
+        ["here", "close", "n100", "e250", "tie_a", "tie_b", "ne", "s1500"]
+    );
+    assert_distances(&within, LISBON, &points);
+    assert!(within[0].value.abs() < 0.01);
+    assert!(
+        within.windows(2).all(|w| w[0].value <= w[1].value),
+        "nearest first"
+    );
+    assert_eq!(within[2].document.version, 1);
+
+    assert_eq!(ids(&near(2000.0, 3).await), ["here", "close", "n100"]);
+    assert_eq!(ids(&near(120.0, 100).await), ["here", "close", "n100"]);
+    assert_eq!(ids(&near(0.5, 100).await), ["here"]);
+    assert!(near(2000.0, 0).await.is_empty());
+    let wide = near(10_000.0, 100).await;
+    assert_eq!(wide.len(), 9);
+    assert_eq!(ids(&wide)[8], "far");
+    assert_distances(&wide, LISBON, &points);
+
+    // A bad centre or radius is the caller's input; a bad field name is a bug.
+    let invalid = |r: Result<Vec<Scored>, StoreError>| matches!(r, Err(StoreError::Invalid(_)));
+    assert!(invalid(
+        store.near("places", "location", lon, 95.0, 10.0, 10).await
+    ));
+    assert!(invalid(
+        store.near("places", "location", 181.0, lat, 10.0, 10).await
+    ));
+    assert!(invalid(
+        store.near("places", "location", lon, lat, -1.0, 10).await
+    ));
+    assert!(invalid(
+        store
+            .near("places", "location", lon, lat, f64::NAN, 10)
+            .await
+    ));
+    let bad_field = store.near("places", "location.x", lon, lat, 10.0, 10).await;
+    assert!(
+        matches!(bad_field, Err(StoreError::Internal(_))),
+        "{bad_field:?}"
+    );
+}
+
+async fn near_crosses_the_antimeridian_and_the_poles(store: Store) {
+    let points = [
+        ("east", (179.9995, 0.0)),
+        ("west", (-179.9995, 0.0)),
+        ("far_west", (-179.99, 0.0)),
+        ("over_pole", (180.0, 85.0)),
+        ("side", (90.0, 85.0)),
+        ("south", (0.0, 74.0)),
+    ];
+    for (id, point) in points {
+        put_located(&store, id, point).await;
+    }
+    // 0.0004° and 0.0006° of the equator away, on either side of ±180°.
+    let centre = (179.9999, 0.0);
+    let found = store
+        .near("places", "location", centre.0, centre.1, 500.0, 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(&found), ["east", "west"]);
+    assert_distances(&found, centre, &points);
+    let from_west = store
+        .near("places", "location", -180.0, 0.0, 100.0, 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(&from_west), ["west", "east"]);
+
+    // 1,200 km around (0°, 85°N) reaches over the pole to 180°: 10° of arc (~1,112 km) away.
+    let centre = (0.0, 85.0);
+    let found = store
+        .near("places", "location", centre.0, centre.1, 1_200_000.0, 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(&found), ["side", "over_pole"]);
+    assert_distances(&found, centre, &points);
+}
+
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -501,6 +811,9 @@ contract!(
     get_many_keeps_order_and_reports_absent,
     scan_pages_live_documents_in_id_order,
     concurrent_writers_get_distinct_rising_versions,
+    top_by_score_orders_filters_and_pages,
+    near_returns_the_nearest_within_the_radius,
+    near_crosses_the_antimeridian_and_the_poles,
 );
 
 #[test]

@@ -5,6 +5,10 @@
 //! and records the write's [`Event`] in a transactional outbox *atomically with the write*; the
 //! outbox relay publishes it later. An acknowledged write therefore always has its event.
 //!
+//! Besides reads by id, the port answers the two *structure queries* that Redis normally serves
+//! from sorted-set and geo projections ([`DocumentStore::top_by_score`], [`DocumentStore::near`]),
+//! so the API can still answer them from the system of record while Redis is unreachable.
+//!
 //! - [`sqlite`]: embedded SQLite (WAL), the default for a laptop and for CI.
 //! - [`mongo`]: MongoDB through the official driver, the production store.
 
@@ -68,6 +72,19 @@ pub struct WriteOutcome {
     /// The event recorded in the outbox with this write.
     pub event: Event,
 }
+
+/// One answer of a structure query: the live document and the number it was ranked by.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored {
+    pub document: Versioned,
+    /// [`DocumentStore::top_by_score`]: the score; [`DocumentStore::near`]: the distance in metres.
+    pub value: f64,
+}
+
+/// The Earth radius, in metres, that Redis's geo commands use (`EARTH_RADIUS_IN_METERS` in
+/// `geohash_helper.c`). [`DocumentStore::near`] measures with it in every adapter so that its
+/// distances, and which documents fall inside a radius, agree with `GEOSEARCH`.
+pub const EARTH_RADIUS_M: f64 = 6_372_797.560_856;
 
 /// One event waiting in the outbox.
 #[derive(Debug, Clone, PartialEq)]
@@ -170,8 +187,103 @@ pub trait DocumentStore: Send + Sync + 'static {
     /// Number of events waiting in the outbox.
     async fn pending_count(&self) -> Result<u64, StoreError>;
 
+    /// Live documents whose `equals` fields match exactly, ordered by the numeric top-level field
+    /// `score_field` descending (ties: id ascending), skipping `offset`, at most `limit`; each
+    /// with its score. This answers a sorted-set projection's top-N from the store when Redis is
+    /// unreachable, `equals` holding the key template's fields (e.g. `category = "cafe"`).
+    ///
+    /// Matching is JSON equality on top-level fields with one widening: numbers compare by value,
+    /// so `1` matches `1.0` (as MongoDB compares them). A string never matches a number, a boolean
+    /// never matches `0`/`1`, `null` matches an explicit `null` only, and an array never matches
+    /// one of its elements. `equals` values must be scalars (key-template fields are strings or
+    /// integers); an object or array is refused with `Internal`.
+    ///
+    /// Documents whose score field is missing or not a number (an integer or a float; not a
+    /// numeric string, a boolean or an array) are left out. Field names must match
+    /// `[A-Za-z_][A-Za-z0-9_]*`, as the pipeline requires; any other name is a bug in the caller
+    /// and fails with `Internal` before the store is asked.
+    async fn top_by_score(
+        &self,
+        collection: &str,
+        score_field: &str,
+        equals: &[(String, serde_json::Value)],
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<Scored>, StoreError>;
+
+    /// Live documents whose GeoJSON Point field `field` (`{"type": "Point", "coordinates":
+    /// [lon, lat]}`) lies within `radius_m` metres of (`lon`, `lat`), nearest first (ties: id
+    /// ascending), at most `limit`; each with its distance in metres. This answers a geo
+    /// projection's `GEOSEARCH … BYRADIUS … ASC` from the store when Redis is unreachable.
+    ///
+    /// Distances are great-circle distances on a sphere of radius [`EARTH_RADIUS_M`], as Redis
+    /// measures them. Documents without the field, or whose field is not a Point, are left out.
+    /// `lon` must lie in [-180, 180], `lat` in [-90, 90] and `radius_m` be finite and not
+    /// negative, else `Invalid` (naming `lon`, `lat` or `radius_m`); `field` follows the rule of
+    /// [`top_by_score`](Self::top_by_score).
+    async fn near(
+        &self,
+        collection: &str,
+        field: &str,
+        lon: f64,
+        lat: f64,
+        radius_m: f64,
+        limit: usize,
+    ) -> Result<Vec<Scored>, StoreError>;
+
     /// Cheap reachability check for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Refuses a field name a structure query cannot safely put into a JSON path (SQLite) or a dotted
+/// field path (MongoDB). The pipeline only admits `[A-Za-z_][A-Za-z0-9_]*`, so anything else is a
+/// caller bug, never user input.
+pub(crate) fn check_field_name(name: &str) -> Result<(), StoreError> {
+    let mut bytes = name.bytes();
+    let valid = matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(StoreError::Internal(format!(
+            "`{name}` is not a field name a store query accepts ([A-Za-z_][A-Za-z0-9_]*)"
+        )))
+    }
+}
+
+/// Checks a structure query's `equals` filter: field names as [`check_field_name`], values
+/// scalars. Objects and arrays are refused because their equality depends on key order in both
+/// stores, and no key-template field (a string or an integer) can hold one.
+pub(crate) fn check_equals(equals: &[(String, serde_json::Value)]) -> Result<(), StoreError> {
+    for (field, value) in equals {
+        check_field_name(field)?;
+        if value.is_object() || value.is_array() {
+            return Err(StoreError::Internal(format!(
+                "top_by_score cannot match `{field}` against an object or array, only a scalar"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses what neither adapter can search around: the centre comes from a client's query, so a
+/// bad one is `Invalid` like a bad document field (the API should have caught it first).
+pub(crate) fn check_near(lon: f64, lat: f64, radius_m: f64) -> Result<(), StoreError> {
+    let invalid =
+        |field: &str, reason: String| Err(StoreError::Invalid(DocumentError::new(field, reason)));
+    if !(-180.0..=180.0).contains(&lon) {
+        return invalid("lon", format!("is {lon}, outside [-180, 180]"));
+    }
+    if !(-90.0..=90.0).contains(&lat) {
+        return invalid("lat", format!("is {lat}, outside [-90, 90]"));
+    }
+    if !(radius_m.is_finite() && radius_m >= 0.0) {
+        return invalid(
+            "radius_m",
+            format!("is {radius_m}; it must be a finite number of metres, at least 0"),
+        );
+    }
+    Ok(())
 }
 
 /// Opens the store named by `STORE_URL`: `sqlite://<path>` (relative paths are relative to the
@@ -194,5 +306,65 @@ pub async fn open(
         _ => Err(StoreError::Internal(format!(
             "unsupported store URL {url}: expected sqlite://, mongodb:// or mongodb+srv://"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn query_field_names_are_pipeline_identifiers() {
+        for good in ["rating", "_x", "a1_b", "Category"] {
+            assert!(check_field_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "1a", "a.b", "$where", "a'b", "a b", "ünï", "a[0]"] {
+            assert!(
+                matches!(check_field_name(bad), Err(StoreError::Internal(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn equals_values_must_be_scalars() {
+        let ok = [
+            ("a".to_owned(), json!("x")),
+            ("b".to_owned(), json!(1)),
+            ("c".to_owned(), json!(1.5)),
+            ("d".to_owned(), json!(true)),
+            ("e".to_owned(), json!(null)),
+        ];
+        assert!(check_equals(&ok).is_ok());
+        for bad in [json!([1]), json!({"a": 1})] {
+            let equals = [("a".to_owned(), bad)];
+            assert!(matches!(
+                check_equals(&equals),
+                Err(StoreError::Internal(_))
+            ));
+        }
+        let equals = [("a.b".to_owned(), json!(1))];
+        assert!(matches!(
+            check_equals(&equals),
+            Err(StoreError::Internal(_))
+        ));
+    }
+
+    #[test]
+    fn near_needs_a_real_centre_and_radius() {
+        assert!(check_near(-180.0, -90.0, 0.0).is_ok());
+        assert!(check_near(180.0, 90.0, 1e7).is_ok());
+        let field = |r: Result<(), StoreError>| match r {
+            Err(StoreError::Invalid(err)) => err.field,
+            other => panic!("expected Invalid, got {other:?}"),
+        };
+        assert_eq!(field(check_near(180.5, 0.0, 1.0)), "lon");
+        assert_eq!(field(check_near(f64::NAN, 0.0, 1.0)), "lon");
+        assert_eq!(field(check_near(0.0, -90.1, 1.0)), "lat");
+        assert_eq!(field(check_near(0.0, 0.0, -1.0)), "radius_m");
+        assert_eq!(field(check_near(0.0, 0.0, f64::INFINITY)), "radius_m");
+        assert_eq!(field(check_near(0.0, 0.0, f64::NAN)), "radius_m");
     }
 }

@@ -13,6 +13,9 @@ use mongodb::options::IndexOptions;
 use mongodb::IndexModel;
 use serde_json::{Map, Number, Value};
 
+pub use self::query::{
+    decode_distance, decode_score, near_pipeline, top_by_score_filter, top_by_score_sort,
+};
 use crate::document::Document;
 use crate::event::Event;
 use crate::pipeline::{Collection, DocumentError, ProjectionKind};
@@ -267,7 +270,11 @@ pub fn decode_count(raw: &BsonDocument) -> Result<u64, StoreError> {
 }
 
 /// The indexes a collection needs. Names are left to the driver, which derives them from the keys
-/// (`doc.rating_-1`), so re-creating them at every start-up is a no-op.
+/// (`doc.rating_-1__id_1`), so re-creating them at every start-up is a no-op.
+///
+/// A sorted set's index carries `_id` after the score so that it matches
+/// [`top_by_score_sort`] key for key: MongoDB can then read a top-N in index order instead of
+/// sorting every matching record in memory.
 pub fn index_models(collection: &Collection) -> Vec<IndexModel> {
     let mut models = vec![IndexModel::builder()
         .keys(doc! { OUTBOX_EVENT_ID: 1 })
@@ -277,7 +284,9 @@ pub fn index_models(collection: &Collection) -> Vec<IndexModel> {
     for projection in &collection.projections {
         let keys = match &projection.kind {
             ProjectionKind::Geo { field, .. } => doc! { format!("{DOC}.{field}"): "2dsphere" },
-            ProjectionKind::SortedSet { score, .. } => doc! { format!("{DOC}.{score}"): -1 },
+            ProjectionKind::SortedSet { score, .. } => {
+                doc! { format!("{DOC}.{score}"): -1, "_id": 1 }
+            }
             ProjectionKind::String { .. } | ProjectionKind::Hash { .. } => continue,
         };
         // Two sorted sets may share a score field; the same keys twice would conflict.
@@ -374,6 +383,8 @@ pub fn bson_to_json(value: Bson) -> Value {
         other => other.into_relaxed_extjson(),
     }
 }
+
+mod query;
 
 #[cfg(test)]
 mod tests;

@@ -22,10 +22,14 @@
 //! entities well enough for "oldest first"; per entity the order is the array's, i.e. version
 //! order. The relay gets each entity's *oldest* pending event only, so it can never publish an
 //! entity's events out of order.
+//!
+//! The structure queries (`queries.rs`) run on the indexes created at start-up: a sorted set's
+//! `{doc.<score>: -1, _id: 1}` for `top_by_score` and a geo projection's 2dsphere for `near`.
 
 mod bson;
 mod error;
 mod ops;
+mod queries;
 mod rmw;
 mod seq;
 
@@ -45,7 +49,8 @@ use self::error::{connect_err, map_err};
 use self::ops::live;
 use self::seq::SeqClock;
 use super::{
-    DocumentStore, PendingEvent, Precondition, StoreError, Validator, Versioned, WriteOutcome,
+    DocumentStore, PendingEvent, Precondition, Scored, StoreError, Validator, Versioned,
+    WriteOutcome,
 };
 use crate::config::StoreSettings;
 use crate::document::Document;
@@ -256,6 +261,31 @@ impl DocumentStore for MongoStore {
                 .transpose()
         })
         .await
+    }
+
+    async fn top_by_score(
+        &self,
+        collection: &str,
+        score_field: &str,
+        equals: &[(String, Value)],
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<Scored>, StoreError> {
+        self.query_top_by_score(collection, score_field, equals, offset, limit)
+            .await
+    }
+
+    async fn near(
+        &self,
+        collection: &str,
+        field: &str,
+        lon: f64,
+        lat: f64,
+        radius_m: f64,
+        limit: usize,
+    ) -> Result<Vec<Scored>, StoreError> {
+        self.query_near(collection, field, lon, lat, radius_m, limit)
+            .await
     }
 
     async fn pending_events(&self, limit: usize) -> Result<Vec<PendingEvent>, StoreError> {

@@ -276,7 +276,7 @@ fn indexes_per_projection_kind() {
         vec![
             doc! { "_outbox.event_id": 1 },
             doc! { "doc.location": "2dsphere" },
-            doc! { "doc.rating": -1 },
+            doc! { "doc.rating": -1, "_id": 1 },
         ]
     );
     let sparse: Vec<_> = models

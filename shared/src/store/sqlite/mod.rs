@@ -6,6 +6,13 @@
 //! writer anyway), which also makes "read version, write version + 1, append to the outbox" a
 //! single `BEGIN IMMEDIATE` transaction. Reads use a small pool of reader connections, which WAL
 //! lets run beside the writer.
+//!
+//! - `writes.rs`: the write transactions (put, patch, delete).
+//! - `queries.rs`: the structure queries (top-N by score, nearest by location) that stand in for
+//!   Redis when it is unreachable.
+
+mod queries;
+mod writes;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,16 +20,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, TransactionBehavior};
 use serde_json::Value;
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
 
+use self::writes::{current, delete_tx, patch_tx, put_tx};
 use super::{
-    DocumentStore, PendingEvent, Precondition, StoreError, Validator, Versioned, WriteOutcome,
+    DocumentStore, PendingEvent, Precondition, Scored, StoreError, Validator, Versioned,
+    WriteOutcome,
 };
 use crate::config::{SqliteSynchronous, StoreSettings};
-use crate::document::{merge_patch, stamp, Document};
+use crate::document::Document;
 use crate::event::Event;
 use crate::redact::SecretUrl;
 
@@ -161,126 +168,6 @@ impl SqliteStore {
     }
 }
 
-/// `(version, deleted, body)` of the entity's row, tombstones included.
-fn current(
-    tx: &Connection,
-    collection: &str,
-    id: &str,
-) -> Result<Option<(u64, bool, Option<String>)>, StoreError> {
-    tx.query_row(
-        "SELECT version, deleted, body FROM documents WHERE collection = ?1 AND id = ?2",
-        params![collection, id],
-        |row| {
-            Ok((
-                row.get::<_, i64>(0)? as u64,
-                row.get::<_, bool>(1)?,
-                row.get(2)?,
-            ))
-        },
-    )
-    .optional()
-    .map_err(map_err)
-}
-
-fn upsert_row(
-    tx: &Connection,
-    collection: &str,
-    id: &str,
-    version: u64,
-    document: &Document,
-) -> Result<(), StoreError> {
-    let body = serde_json::to_string(document).map_err(|e| StoreError::Internal(e.to_string()))?;
-    tx.execute(
-        "INSERT INTO documents (collection, id, version, deleted, body, updated_at)
-         VALUES (?1, ?2, ?3, 0, ?4, ?5)
-         ON CONFLICT (collection, id) DO UPDATE SET
-             version = excluded.version, deleted = 0, body = excluded.body,
-             updated_at = excluded.updated_at",
-        params![collection, id, version as i64, body, now()],
-    )
-    .map_err(map_err)?;
-    Ok(())
-}
-
-fn put_tx(
-    tx: &Connection,
-    collection: &str,
-    id: &str,
-    mut document: Document,
-    precondition: Precondition,
-) -> Result<WriteOutcome, StoreError> {
-    let row = current(tx, collection, id)?;
-    let live = row.as_ref().filter(|(_, deleted, _)| !deleted).map(|r| r.0);
-    precondition.check(live)?;
-    let version = row.map_or(1, |(v, _, _)| v + 1);
-    stamp(&mut document, id, version);
-    upsert_row(tx, collection, id, version, &document)?;
-    Ok(WriteOutcome {
-        created: live.is_none(),
-        version,
-        document: Some(document.clone()),
-        event: Event::upsert(collection, id, version, document),
-    })
-}
-
-fn patch_tx(
-    tx: &Connection,
-    collection: &str,
-    id: &str,
-    patch: &Value,
-    precondition: Precondition,
-    validate: &Validator,
-) -> Result<WriteOutcome, StoreError> {
-    let Some((version, false, Some(body))) = current(tx, collection, id)? else {
-        return Err(StoreError::NotFound);
-    };
-    precondition.check(Some(version))?;
-    let mut merged: Value =
-        serde_json::from_str(&body).map_err(|e| StoreError::Internal(e.to_string()))?;
-    merge_patch(&mut merged, patch);
-    let Value::Object(mut document) = merged else {
-        return Err(StoreError::Invalid(crate::pipeline::DocumentError::new(
-            "(document)",
-            "a merge patch must leave the document a JSON object",
-        )));
-    };
-    validate(&document)?;
-    let version = version + 1;
-    stamp(&mut document, id, version);
-    upsert_row(tx, collection, id, version, &document)?;
-    Ok(WriteOutcome {
-        created: false,
-        version,
-        document: Some(document.clone()),
-        event: Event::upsert(collection, id, version, document),
-    })
-}
-
-fn delete_tx(
-    tx: &Connection,
-    collection: &str,
-    id: &str,
-    precondition: Precondition,
-) -> Result<WriteOutcome, StoreError> {
-    let Some((version, false, _)) = current(tx, collection, id)? else {
-        return Err(StoreError::NotFound);
-    };
-    precondition.check(Some(version))?;
-    let version = version + 1;
-    tx.execute(
-        "UPDATE documents SET version = ?3, deleted = 1, body = NULL, updated_at = ?4
-         WHERE collection = ?1 AND id = ?2",
-        params![collection, id, version as i64, now()],
-    )
-    .map_err(map_err)?;
-    Ok(WriteOutcome {
-        created: false,
-        version,
-        document: None,
-        event: Event::delete(collection, id, version),
-    })
-}
-
 fn parse_body(version: i64, body: &str) -> Result<Versioned, StoreError> {
     let document: Document = serde_json::from_str(body)
         .map_err(|e| StoreError::Internal(format!("corrupt document: {e}")))?;
@@ -288,12 +175,6 @@ fn parse_body(version: i64, body: &str) -> Result<Versioned, StoreError> {
         version: version as u64,
         document,
     })
-}
-
-fn now() -> String {
-    OffsetDateTime::now_utc()
-        .format(&Rfc3339)
-        .expect("the current time always formats")
 }
 
 fn map_err(err: rusqlite::Error) -> StoreError {
@@ -437,6 +318,31 @@ impl DocumentStore for SqliteStore {
             Ok(current(conn, &collection, &id)?.map(|(version, _, _)| version))
         })
         .await
+    }
+
+    async fn top_by_score(
+        &self,
+        collection: &str,
+        score_field: &str,
+        equals: &[(String, Value)],
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<Scored>, StoreError> {
+        self.query_top_by_score(collection, score_field, equals, offset, limit)
+            .await
+    }
+
+    async fn near(
+        &self,
+        collection: &str,
+        field: &str,
+        lon: f64,
+        lat: f64,
+        radius_m: f64,
+        limit: usize,
+    ) -> Result<Vec<Scored>, StoreError> {
+        self.query_near(collection, field, lon, lat, radius_m, limit)
+            .await
     }
 
     async fn pending_events(&self, limit: usize) -> Result<Vec<PendingEvent>, StoreError> {
