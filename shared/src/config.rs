@@ -118,9 +118,10 @@ pub struct LogSettings {
 
 /// The sync worker: its durable JetStream consumer and how it writes Redis.
 ///
-/// Dead letters go to `<stream.subject_prefix>.dlq.<collection>.<stream sequence>`, inside the
-/// event stream but outside the consumer's `<subject_prefix>.*.*` filter (see docs/WORKER.md),
-/// so they are derived rather than configured: a configurable subject could leave the stream.
+/// Dead letters go to `<stream.subject_prefix>.dlq.<collection>.<stream sequence>`: inside the
+/// event stream (durable) and one token deeper than an event, which is how the worker tells them
+/// apart (see docs/WORKER.md). So they are derived rather than configured: a configurable
+/// subject could leave the stream or look like an event.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkerSettings {

@@ -1,1 +1,28 @@
+//! The cacheflow sync worker: consumes the write events from JetStream and keeps the Redis
+//! projections current. Several processes share one durable consumer to scale out.
+//!
+//! The flow of one batch: [`consumer`] fetches up to `batch_size` messages → [`batch`] decodes
+//! them, applies them through the shared cache-writer port (`cacheflow_shared::cache`, a
+//! versioned Lua script in Redis), retries transient failures without acking, sends poison
+//! events to the [`dlq`], and acks → [`worker`] loops until [`shutdown`] is requested.
+//!
+//! - [`cli`]: the command line (`run`, the default).
+//! - [`worker`]: start-up (connect, bind the consumer, load the script, each retried) and the
+//!   fetch → apply → ack loop; returns the run's [`stats::Stats`].
+//! - [`consumer`]: the durable pull consumer's configuration and one bounded fetch.
+//! - [`batch`]: one batch from messages to acks; the only place that acks.
+//! - [`dlq`]: dead letters on `<subject_prefix>.dlq.<collection>.<stream seq>` with reason headers.
+//! - [`retry`]: unlimited, jittered, shutdown-aware retries (backon) for every external call.
+//! - [`shutdown`]: one cancellation token, cancelled by SIGTERM or Ctrl-C.
+//! - [`stats`]: what a run did (applied, stale, dead-lettered, ...), logged at exit.
 
+pub mod batch;
+pub mod cli;
+pub mod consumer;
+pub mod dlq;
+pub mod retry;
+pub mod shutdown;
+pub mod stats;
+pub mod worker;
+
+pub use worker::{run, WorkerError};

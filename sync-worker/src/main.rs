@@ -1,1 +1,50 @@
-fn main(){}
+//! `cacheflow-sync-worker [run]`: loads the settings and the pipeline, then runs the worker
+//! until SIGTERM or Ctrl-C. Everything else lives in the library.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use cacheflow_shared::config::{Role, Settings};
+use cacheflow_shared::pipeline::Pipeline;
+use cacheflow_shared::telemetry;
+use cacheflow_sync_worker::cli::{Cli, Command};
+use cacheflow_sync_worker::shutdown;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let token = CancellationToken::new();
+    // Before anything slow: a SIGTERM during start-up must be a clean exit too.
+    if let Err(err) = shutdown::cancel_on_signal(token.clone()) {
+        eprintln!("cannot install the signal handlers: {err}");
+        return ExitCode::FAILURE;
+    }
+    match start(cli.command(), token).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "sync worker failed");
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn start(command: Command, token: CancellationToken) -> anyhow::Result<()> {
+    let settings = Settings::load(Role::Worker)?;
+    telemetry::init(&settings.log);
+    let pipeline = Pipeline::load(&settings.pipeline_config).with_context(|| {
+        format!(
+            "loading the pipeline from {}",
+            settings.pipeline_config.display()
+        )
+    })?;
+    match command {
+        Command::Run => {
+            cacheflow_sync_worker::run(settings, Arc::new(pipeline), token).await?;
+        }
+    }
+    Ok(())
+}

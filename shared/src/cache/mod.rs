@@ -1,0 +1,52 @@
+//! The cache side of the pipeline: what every projection writes, and the port that writes it.
+//!
+//! - [`plan`](mod@plan): the pure planner. One event + its collection's projections → the exact strings,
+//!   hashes, sorted-set and geo memberships the entity must have. Nothing else decides what a
+//!   projection writes: the worker, the API's cache-aside populate, backfill and replay all go
+//!   through it (via [`CacheWriter`]), and the tests build their expected Redis state from it.
+//! - [`error`]: [`CacheError`] with a [`CacheErrorKind`] telling *retry later* from *this event
+//!   can never be applied* (dead-letter it) from *stop*.
+//! - [`redis`]: the Redis adapter, a Lua script (loaded once, run by SHA, pipelined) that applies
+//!   a plan atomically per entity and only if the event's version is newer than the cached one.
+
+pub mod error;
+pub mod plan;
+pub mod redis;
+
+use async_trait::async_trait;
+
+use crate::event::Event;
+
+pub use self::redis::{KeyLayout, RedisCacheWriter, RedisWriterOptions};
+pub use error::{CacheError, CacheErrorKind};
+pub use plan::{
+    plan, Action, Fallback, GeoMember, HashValue, Plan, Projections, ScoredMember, StringValue,
+};
+
+/// What applying one event did.
+#[derive(Debug)]
+pub enum ApplyOutcome {
+    /// An upsert was written: the entity's projections now reflect this version.
+    Applied,
+    /// A delete was written: the entity left every structure and a tombstone holds its version.
+    Deleted,
+    /// The cache already held this version or a newer one; nothing was written. Duplicates and
+    /// out-of-order deliveries end here, which is what makes redelivery harmless.
+    Stale,
+    /// This event can never be applied (unknown collection, a document the projections cannot
+    /// use, a write Redis refuses for this entity). The error's kind is
+    /// [`CacheErrorKind::Poison`]; the worker dead-letters the event.
+    Rejected(CacheError),
+}
+
+/// The cache-writer port.
+#[async_trait]
+pub trait CacheWriter: Send + Sync + 'static {
+    /// Applies the events (each independently and atomically per entity, in the given order) and
+    /// returns one outcome per event, in order.
+    ///
+    /// `Err` means nothing can be said about the batch: some events may have been applied, others
+    /// not. Applying is idempotent, so the caller retries the whole batch when
+    /// [`CacheError::is_retryable`], and must not acknowledge the events otherwise.
+    async fn apply(&self, events: &[Event]) -> Result<Vec<ApplyOutcome>, CacheError>;
+}

@@ -1,0 +1,207 @@
+//! The Redis adapter of the cache-writer port.
+//!
+//! - `keys`: the key layout (prefix, per-entity meta hash).
+//! - `script`: the Lua script (`apply.lua`) and how a plan becomes its `EVALSHA` arguments.
+//!
+//! A batch is planned in Rust, then sent as one pipeline of `EVALSHA` calls (one per event, in
+//! order): one round trip per batch, and each entity's change is atomic and version-checked
+//! inside Redis, so concurrent workers, redeliveries and out-of-order events cannot regress it.
+
+mod keys;
+mod script;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::{Cmd, RedisResult, Script, ServerErrorKind, Value};
+use async_trait::async_trait;
+use tracing::instrument;
+
+pub use keys::KeyLayout;
+
+use super::{plan, ApplyOutcome, CacheError, CacheErrorKind, CacheWriter};
+use crate::config::Settings;
+use crate::event::Event;
+use crate::pipeline::Pipeline;
+use crate::redact::SecretUrl;
+
+#[derive(Debug, Clone)]
+pub struct RedisWriterOptions {
+    /// Prepended to every key, meta keys included.
+    pub key_prefix: String,
+    /// How long a delete's tombstone (its version) is kept.
+    pub tombstone_ttl: Duration,
+    /// Deadline for connecting and for each call (a whole pipelined batch is one call).
+    pub timeout: Duration,
+}
+
+impl RedisWriterOptions {
+    pub fn from_settings(settings: &Settings) -> Self {
+        Self {
+            key_prefix: settings.worker.key_prefix.clone(),
+            tombstone_ttl: settings.worker.tombstone_ttl(),
+            timeout: settings.redis.timeout(),
+        }
+    }
+}
+
+pub struct RedisCacheWriter {
+    conn: ConnectionManager,
+    pipeline: Arc<Pipeline>,
+    layout: KeyLayout,
+    tombstone_ttl: Duration,
+    timeout: Duration,
+    script: Script,
+}
+
+impl RedisCacheWriter {
+    /// Connects (within the timeout) and loads the script. Later disconnections are handled by
+    /// the connection manager, which reconnects on the next call; the script is reloaded
+    /// whenever Redis answers `NOSCRIPT` (after a restart or `SCRIPT FLUSH`).
+    pub async fn connect(
+        url: &SecretUrl,
+        pipeline: Arc<Pipeline>,
+        options: RedisWriterOptions,
+    ) -> Result<Self, CacheError> {
+        let context = format!("connecting to Redis at {url}");
+        let client = ::redis::Client::open(url.expose())
+            .map_err(|err| CacheError::new(CacheErrorKind::Fatal, format!("{context}: {err}")))?;
+        // Few quick reconnect attempts per call: the caller's backoff does the long waiting, and
+        // a call must come back within its timeout either way.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(options.timeout))
+            .set_response_timeout(Some(options.timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(options.timeout);
+        let conn = within(options.timeout, &context, async {
+            ConnectionManager::new_with_config(client, config)
+                .await
+                .map_err(|err| CacheError::from_redis(&context, err))
+        })
+        .await?;
+        let writer = Self {
+            conn,
+            pipeline,
+            layout: KeyLayout::new(options.key_prefix),
+            tombstone_ttl: options.tombstone_ttl,
+            timeout: options.timeout,
+            script: script::script(),
+        };
+        writer.load_script().await?;
+        Ok(writer)
+    }
+
+    pub fn layout(&self) -> &KeyLayout {
+        &self.layout
+    }
+
+    async fn load_script(&self) -> Result<(), CacheError> {
+        let mut conn = self.conn.clone();
+        within(self.timeout, "SCRIPT LOAD", async {
+            self.script
+                .load_async(&mut conn)
+                .await
+                .map(drop)
+                .map_err(|err| CacheError::from_redis("SCRIPT LOAD", err))
+        })
+        .await
+    }
+
+    /// Runs the commands as one pipeline; one result per command.
+    async fn run(&self, commands: &[&Cmd]) -> Result<Vec<RedisResult<Value>>, CacheError> {
+        let mut pipe = ::redis::pipe();
+        // Per-command results: one event's refusal must not hide the others' outcomes.
+        pipe.ignore_errors();
+        for cmd in commands {
+            pipe.add_command((*cmd).clone());
+        }
+        let mut conn = self.conn.clone();
+        within(self.timeout, "applying a batch", async {
+            pipe.query_async(&mut conn)
+                .await
+                .map_err(|err| CacheError::from_redis("applying a batch", err))
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl CacheWriter for RedisCacheWriter {
+    #[instrument(skip_all, fields(events = events.len()))]
+    async fn apply(&self, events: &[Event]) -> Result<Vec<ApplyOutcome>, CacheError> {
+        let mut outcomes: Vec<Option<ApplyOutcome>> = Vec::with_capacity(events.len());
+        let mut calls: Vec<(usize, Cmd)> = Vec::with_capacity(events.len());
+        let sha = self.script.get_hash();
+        for (index, event) in events.iter().enumerate() {
+            let planned = match self.pipeline.collection(&event.collection) {
+                None => Err(CacheError::unknown_collection(&event.collection)),
+                Some(collection) => plan(collection, event).map_err(CacheError::from),
+            };
+            match planned {
+                Ok(plan) => {
+                    let cmd = script::evalsha(sha, &self.layout, &plan, self.tombstone_ttl);
+                    calls.push((index, cmd));
+                    outcomes.push(None);
+                }
+                Err(err) => outcomes.push(Some(ApplyOutcome::Rejected(err))),
+            }
+        }
+
+        let mut pending: Vec<&(usize, Cmd)> = calls.iter().collect();
+        // Two rounds at most: the second only if Redis lost the script (restart, SCRIPT FLUSH).
+        for round in 0..2 {
+            if pending.is_empty() {
+                break;
+            }
+            let commands: Vec<&Cmd> = pending.iter().map(|(_, cmd)| cmd).collect();
+            let results = self.run(&commands).await?;
+            let mut missing_script = Vec::new();
+            for (call, result) in pending.into_iter().zip(results) {
+                let outcome = match result {
+                    Ok(reply) => script::outcome(&reply).ok_or_else(|| {
+                        CacheError::new(
+                            CacheErrorKind::Fatal,
+                            format!("the apply script returned {reply:?}"),
+                        )
+                    })?,
+                    Err(err) if err.kind() == ServerErrorKind::NoScript.into() => {
+                        missing_script.push(call);
+                        continue;
+                    }
+                    Err(err) => match CacheError::from_redis_for_event(err) {
+                        err if err.is_retryable() => return Err(err),
+                        err => ApplyOutcome::Rejected(err),
+                    },
+                };
+                outcomes[call.0] = Some(outcome);
+            }
+            if !missing_script.is_empty() && round == 0 {
+                tracing::info!("redis lost the apply script; loading it again");
+                self.load_script().await?;
+            }
+            pending = missing_script;
+        }
+        if !pending.is_empty() {
+            return Err(CacheError::new(
+                CacheErrorKind::Unavailable,
+                "redis keeps answering NOSCRIPT right after SCRIPT LOAD",
+            ));
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|outcome| outcome.expect("every event has an outcome"))
+            .collect())
+    }
+}
+
+/// Bounds `call` by `timeout`, so no Redis call can hang the worker.
+async fn within<T>(
+    timeout: Duration,
+    what: &str,
+    call: impl std::future::Future<Output = Result<T, CacheError>>,
+) -> Result<T, CacheError> {
+    tokio::time::timeout(timeout, call)
+        .await
+        .unwrap_or_else(|_| Err(CacheError::timeout(what, timeout)))
+}

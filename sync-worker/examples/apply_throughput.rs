@@ -1,0 +1,165 @@
+//! Events applied per second by one in-process worker from a pre-filled stream.
+//!
+//! ```text
+//! REDIS_URL=redis://127.0.0.1:6379 NATS_URL=nats://127.0.0.1:4222 \
+//!   cargo run --release -p cacheflow-sync-worker --example apply_throughput -- 200000
+//! ```
+//!
+//! Takes the usual settings from the environment (e.g. `CACHEFLOW_WORKER__BATCH_SIZE`), but
+//! always uses a fresh stream, subject prefix, consumer and key prefix, removed at the end. The
+//! events are upserts of the shipped `places` pipeline over `events / 4` entities (so most
+//! events replace an older version and move index memberships), in version order.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use async_nats::jetstream;
+use cacheflow_shared::config::{Role, Settings};
+use cacheflow_shared::event::Event;
+use cacheflow_shared::pipeline::Pipeline;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+const CATEGORIES: [&str; 4] = ["cafe", "bar", "restaurant", "bakery"];
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let events: usize = match std::env::args().nth(1) {
+        Some(n) => n.parse().context("the argument is the number of events")?,
+        None => 100_000,
+    };
+    anyhow::ensure!(events > 0, "the number of events must be at least 1");
+    let mut settings = Settings::load(Role::Worker)?;
+    let run = format!("bench{}", std::process::id());
+    settings.stream.name = run.to_uppercase();
+    settings.stream.subject_prefix = run.clone();
+    settings.stream.max_msgs_per_subject = -1;
+    settings.worker.consumer = format!("{run}_sync");
+    settings.worker.key_prefix = format!("{run}:");
+    settings.pipeline_config =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/pipeline.toml");
+    let pipeline = Arc::new(Pipeline::load(&settings.pipeline_config)?);
+
+    let client = async_nats::connect(settings.nats_url.expose()).await?;
+    let js = jetstream::new(client);
+    cacheflow_shared::events::ensure_stream(&js, &settings.stream).await?;
+    let filled = Instant::now();
+    prefill(&js, &settings.stream.subject_prefix, events).await?;
+    println!("pre-filled {events} events in {:.2?}", filled.elapsed());
+
+    let token = CancellationToken::new();
+    let started = Instant::now();
+    let worker = tokio::spawn(cacheflow_sync_worker::run(
+        settings.clone(),
+        pipeline,
+        token.clone(),
+    ));
+    // One worker applies the stream in order, so the last event's version in Redis means done.
+    // (Not consumer info: on nats-server 2.9 it is costly enough to slow the worker down.)
+    let mut redis = redis::Client::open(settings.redis_url.expose())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let (last_id, last_version) = last_event(events);
+    let meta = cacheflow_shared::cache::KeyLayout::new(settings.worker.key_prefix.clone())
+        .meta("places", &last_id);
+    loop {
+        let version: Option<u64> = redis::cmd("HGET")
+            .arg(&meta)
+            .arg("v")
+            .query_async(&mut redis)
+            .await?;
+        if version == Some(last_version) {
+            break;
+        }
+        anyhow::ensure!(!worker.is_finished(), "the worker stopped early");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let elapsed = started.elapsed();
+    token.cancel();
+    let stats = worker.await??;
+    println!(
+        "applied {} events in {elapsed:.2?}: {:.0} events/s (batch_size {}; {stats:?})",
+        stats.events(),
+        stats.events() as f64 / elapsed.as_secs_f64(),
+        settings.worker.batch_size,
+    );
+
+    js.delete_stream(&settings.stream.name).await?;
+    remove_keys(settings.redis_url.expose(), &settings.worker.key_prefix).await?;
+    Ok(())
+}
+
+/// Entities and versions of the pre-filled events: event `n` is version `n / entities + 1` of
+/// entity `p{n % entities}`.
+fn entities(events: usize) -> usize {
+    (events / 4).max(1)
+}
+
+fn last_event(events: usize) -> (String, u64) {
+    let n = events - 1;
+    let entities = entities(events);
+    (format!("p{}", n % entities), (n / entities + 1) as u64)
+}
+
+async fn prefill(js: &jetstream::Context, prefix: &str, events: usize) -> anyhow::Result<()> {
+    let entities = entities(events);
+    let mut acks = Vec::with_capacity(1024);
+    for n in 0..events {
+        let id = format!("p{}", n % entities);
+        let version = (n / entities + 1) as u64;
+        let document = json!({
+            "id": id, "version": version, "name": format!("Place {n}"),
+            "category": CATEGORIES[n % CATEGORIES.len()], "rating": (n % 50) as f64 / 10.0,
+            "price": n % 4 + 1,
+            "location": {"type": "Point", "coordinates": [(n % 360) as f64 - 180.0, (n % 170) as f64 - 85.0]},
+        });
+        let document = document.as_object().expect("an object").clone();
+        let event = Event::upsert("places", &id, version, document);
+        acks.push(
+            js.send_publish(
+                event.subject(prefix),
+                jetstream::message::PublishMessage::build()
+                    .payload(event.encode().into())
+                    .message_id(event.event_id.to_string()),
+            )
+            .await?,
+        );
+        if acks.len() == acks.capacity() {
+            for ack in acks.drain(..) {
+                ack.await?;
+            }
+        }
+    }
+    for ack in acks {
+        ack.await?;
+    }
+    Ok(())
+}
+
+async fn remove_keys(url: &str, prefix: &str) -> anyhow::Result<()> {
+    let mut conn = redis::Client::open(url)?
+        .get_multiplexed_async_connection()
+        .await?;
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await?;
+        if !keys.is_empty() {
+            redis::cmd("UNLINK")
+                .arg(&keys)
+                .query_async::<()>(&mut conn)
+                .await?;
+        }
+        cursor = next;
+        if cursor == 0 {
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! One batch, from fetched messages to acks. The only place that acks, and it acks a message
+//! only once its event is in Redis (applied, or already there: stale) or in the dead-letter
+//! subject, or when it is not an event at all (a dead letter coming round, see `consumer`). Anything else leaves the whole batch unacked for redelivery, which is harmless
+//! because applying is idempotent and version-checked.
+
+use async_nats::jetstream::{self, Message};
+use backon::ExponentialBuilder;
+use cacheflow_shared::cache::{ApplyOutcome, CacheError, CacheWriter};
+use cacheflow_shared::event::Event;
+use tokio_util::sync::CancellationToken;
+use tracing::instrument;
+
+use crate::consumer::is_event_subject;
+use crate::dlq::{DeadLetter, UNKNOWN_COLLECTION};
+use crate::retry;
+use crate::stats::Stats;
+
+/// What one batch needs besides its messages.
+pub struct BatchContext<'a> {
+    pub writer: &'a dyn CacheWriter,
+    pub js: &'a jetstream::Context,
+    pub subject_prefix: &'a str,
+    pub backoff: ExponentialBuilder,
+    pub shutdown: &'a CancellationToken,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// Shutdown was requested while a dependency was down; nothing was acked.
+    #[error("shutdown requested while the batch could not be completed; left for redelivery")]
+    Interrupted,
+    /// Redis refuses the worker in a way retrying cannot fix (credentials, ACL, a reply this
+    /// build does not understand). Nothing was acked.
+    #[error(transparent)]
+    Fatal(CacheError),
+}
+
+#[instrument(skip_all, fields(messages = messages.len()))]
+pub async fn process(ctx: &BatchContext<'_>, messages: Vec<Message>) -> Result<Stats, BatchError> {
+    let mut stats = Stats {
+        batches: 1,
+        ..Stats::default()
+    };
+    // (message index, event) for the decodable ones; dead letters for the others.
+    let mut events = Vec::with_capacity(messages.len());
+    let mut positions = Vec::with_capacity(messages.len());
+    let mut dead = Vec::new();
+    for (index, message) in messages.iter().enumerate() {
+        if !is_event_subject(ctx.subject_prefix, &message.subject) {
+            // A dead letter (ours or another worker's) coming round: not an event.
+            stats.skipped += 1;
+            continue;
+        }
+        match Event::decode(&message.payload) {
+            Ok(event) => {
+                events.push(event);
+                positions.push(index);
+            }
+            Err(err) => {
+                stats.dead_lettered += 1;
+                let reason = format!("undecodable event: {err}");
+                tracing::warn!(subject = %message.subject, %reason, "dead-lettering a poison event");
+                dead.push(DeadLetter::new(
+                    message,
+                    ctx.subject_prefix,
+                    UNKNOWN_COLLECTION,
+                    &reason,
+                ));
+            }
+        }
+    }
+
+    if !events.is_empty() {
+        let outcomes = retry::until_shutdown(
+            "applying a batch to redis",
+            ctx.backoff,
+            ctx.shutdown,
+            CacheError::is_retryable,
+            || ctx.writer.apply(&events),
+        )
+        .await
+        .map_err(|err| {
+            if err.is_retryable() {
+                BatchError::Interrupted
+            } else {
+                BatchError::Fatal(err)
+            }
+        })?;
+        for ((event, index), outcome) in events.iter().zip(&positions).zip(&outcomes) {
+            stats.count(outcome);
+            if let ApplyOutcome::Rejected(err) = outcome {
+                let reason = err.to_string();
+                tracing::warn!(
+                    collection = %event.collection, id = %event.id, version = event.version,
+                    %reason, "dead-lettering a poison event"
+                );
+                dead.push(DeadLetter::new(
+                    &messages[*index],
+                    ctx.subject_prefix,
+                    &event.collection,
+                    &reason,
+                ));
+            }
+        }
+    }
+
+    for letter in &dead {
+        retry::until_shutdown(
+            "publishing a dead letter",
+            ctx.backoff,
+            ctx.shutdown,
+            |_| true,
+            || letter.publish(ctx.js),
+        )
+        .await
+        .map_err(|_| BatchError::Interrupted)?;
+    }
+
+    for message in &messages {
+        // A lost ack only means a redelivery, which the version check turns into a no-op.
+        if let Err(err) = message.ack().await {
+            stats.ack_failures += 1;
+            tracing::warn!(error = %err, subject = %message.subject, "ack failed; the event will be redelivered");
+        }
+    }
+    tracing::debug!(?stats, "batch done");
+    Ok(stats)
+}

@@ -1,0 +1,18 @@
+//! The sync worker's integration tests, against real `redis-server` and `nats-server -js`
+//! processes (cacheflow-testkit). Each test owns a namespace: stream, subject prefix, Redis key
+//! prefix and consumer name. Set `TEST_LOG=1` to see in-process worker logs.
+//!
+//! - `projections`: each projection kind, moves between indexes, deletes, versions, tombstones.
+//! - `dead_letters`: poison events reach the DLQ subject with their reason; the worker moves on.
+//! - `outages`: Redis stopped and restarted under a running worker.
+//! - `processes`: the real binary: SIGKILL mid-run, three workers on one consumer, SIGTERM.
+
+mod gen;
+mod helpers;
+mod process;
+mod state;
+
+mod dead_letters;
+mod outages;
+mod processes;
+mod projections;
