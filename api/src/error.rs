@@ -23,6 +23,8 @@ pub enum ApiError {
     #[error("{0}")]
     InvalidPrecondition(String),
     #[error("{0}")]
+    InvalidQuery(String),
+    #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("request body is larger than the {limit} byte limit")]
     PayloadTooLarge { limit: usize },
@@ -30,6 +32,12 @@ pub enum ApiError {
     CollectionNotFound(String),
     #[error("{collection}/{id} does not exist")]
     NotFound { collection: String, id: String },
+    #[error("collection `{collection}` has no {kind} index `{index}`")]
+    IndexNotFound {
+        collection: String,
+        kind: &'static str,
+        index: String,
+    },
     #[error("no route for {0}")]
     RouteNotFound(String),
     #[error("method not allowed")]
@@ -64,6 +72,8 @@ impl ApiError {
             ApiError::InvalidJson(_) => "invalid_json",
             ApiError::InvalidBody(_) => "invalid_body",
             ApiError::InvalidPrecondition(_) => "invalid_precondition",
+            ApiError::InvalidQuery(_) => "invalid_query",
+            ApiError::IndexNotFound { .. } => "index_not_found",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::CollectionNotFound(_) => "collection_not_found",
@@ -84,11 +94,13 @@ impl ApiError {
             ApiError::InvalidId(_)
             | ApiError::InvalidJson(_)
             | ApiError::InvalidBody(_)
-            | ApiError::InvalidPrecondition(_) => StatusCode::BAD_REQUEST,
+            | ApiError::InvalidPrecondition(_)
+            | ApiError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::CollectionNotFound(_)
             | ApiError::NotFound { .. }
+            | ApiError::IndexNotFound { .. }
             | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::IdMismatch { .. } | ApiError::InvalidDocument(_) => {
@@ -98,6 +110,21 @@ impl ApiError {
             ApiError::Conflict => StatusCode::CONFLICT,
             ApiError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Maps a store error shared by single-flight waiters.
+    pub fn from_shared_store(err: &StoreError, collection: &str, id: &str) -> Self {
+        match err {
+            StoreError::Unavailable(reason) => {
+                tracing::warn!(%reason, "store unavailable");
+                ApiError::StoreUnavailable
+            }
+            StoreError::Invalid(err) => ApiError::InvalidQuery(err.to_string()),
+            other => {
+                tracing::error!(error = %other, collection, id, "store failure on a read");
+                ApiError::Internal
+            }
         }
     }
 

@@ -1,7 +1,10 @@
 //! The cacheflow HTTP API.
 //!
 //! - [`startup`]: builds the [`Application`] from settings and a listener; the router; signals.
-//! - [`routes`]: `documents` (PUT/PATCH/DELETE writes) and `health` (`/healthz`, `/readyz`).
+//! - [`routes`]: `documents` (PUT/PATCH/DELETE writes), `reads` (entity reads and structure
+//!   queries) and `health` (`/healthz`, `/readyz`).
+//! - [`read`]: the read side: cache-aside with single-flight, batch reads, structure queries from
+//!   Redis with the store as fallback.
 //! - [`extract`]: request extractors (entity path, JSON body, conditional headers) that reject with
 //!   [`ApiError`].
 //! - [`error`]: the API's one error type with stable codes.
@@ -10,6 +13,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod read;
 pub mod relay;
 pub mod routes;
 pub mod startup;

@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, put};
+use axum::routing::get;
 use axum::Router;
 use cacheflow_shared::config::Settings;
 use cacheflow_shared::events::{self, JetStreamPublisher};
 use cacheflow_shared::pipeline::Pipeline;
-use cacheflow_shared::store;
+use cacheflow_shared::cache::KeyLayout;
+use cacheflow_shared::store::{self, instrumented::InstrumentedStore};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -22,8 +23,12 @@ use tower_http::trace::TraceLayer;
 use crate::error::ApiError;
 use crate::extract::MAX_BODY_BYTES;
 use crate::relay::OutboxRelay;
-use crate::routes::{documents, health};
-use crate::state::AppState;
+use crate::read::populate::Populator;
+use crate::read::redis_reads::RedisReads;
+use crate::read::views::Views;
+use crate::read::Reader;
+use crate::routes::{documents, health, reads};
+use crate::state::{AppState, StateParts};
 
 /// How long a stopping API keeps publishing the outbox before it exits.
 const RELAY_DRAIN_DEADLINE: Duration = Duration::from_secs(5);
@@ -54,6 +59,7 @@ impl Application {
         let store = store::open(&settings.store_url, &pipeline, &settings.store)
             .await
             .with_context(|| format!("cannot open the store at {}", settings.store_url))?;
+        let store = InstrumentedStore::wrap(store);
         let redis = redis_manager(&settings)?;
         let nats = events::connect(&settings, "cacheflow-api").await?;
         let mut js = async_nats::jetstream::new(nats.clone());
@@ -71,14 +77,24 @@ impl Application {
             settings.outbox.clone(),
         )
         .with_stream_setup(js, settings.stream.clone());
-        let state = AppState::new(
-            &pipeline,
+        let pipeline = Arc::new(pipeline);
+        let reader = Arc::new(Reader::new(
+            RedisReads::new(redis.clone(), settings.redis.timeout()),
+            store.clone(),
+            KeyLayout::new(settings.worker.key_prefix.clone()),
+            Populator::new(&settings, pipeline.clone()),
+            Views::new(&pipeline),
+        ));
+        let state = AppState::new(StateParts {
+            pipeline: &pipeline,
             store,
             redis,
             nats,
-            wake,
-            settings.redis.timeout().max(settings.nats.timeout()),
-        );
+            relay_wake: wake,
+            dependency_timeout: settings.redis.timeout().max(settings.nats.timeout()),
+            reader,
+            read_settings: settings.reads.clone(),
+        });
         Ok(Self {
             listener,
             router: router(state),
@@ -134,12 +150,17 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/v1/{collection}", get(reads::get_many))
         .route(
             "/v1/{collection}/{id}",
-            put(documents::put)
+            get(reads::get_one)
+                .put(documents::put)
                 .patch(documents::patch)
                 .delete(documents::delete),
         )
+        .route("/v1/{collection}/{id}/fields", get(reads::fields))
+        .route("/v1/{collection}/near/{index}", get(reads::near))
+        .route("/v1/{collection}/top/{index}", get(reads::top))
         .fallback(
             |uri: axum::http::Uri| async move { ApiError::RouteNotFound(uri.path().to_owned()) },
         )

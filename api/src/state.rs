@@ -4,9 +4,24 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cacheflow_shared::config::ReadSettings;
 use cacheflow_shared::pipeline::{Collection, Pipeline};
 use cacheflow_shared::store::DocumentStore;
 use tokio::sync::Notify;
+
+use crate::read::Reader;
+
+/// Everything the state is built from.
+pub struct StateParts<'a> {
+    pub pipeline: &'a Pipeline,
+    pub store: Arc<dyn DocumentStore>,
+    pub redis: redis::aio::ConnectionManager,
+    pub nats: async_nats::Client,
+    pub relay_wake: Arc<Notify>,
+    pub dependency_timeout: Duration,
+    pub reader: Arc<Reader>,
+    pub read_settings: ReadSettings,
+}
 
 #[derive(Clone)]
 pub struct AppState {
@@ -20,17 +35,22 @@ struct Inner {
     nats: async_nats::Client,
     relay_wake: Arc<Notify>,
     dependency_timeout: Duration,
+    reader: Arc<Reader>,
+    read_settings: ReadSettings,
 }
 
 impl AppState {
-    pub fn new(
-        pipeline: &Pipeline,
-        store: Arc<dyn DocumentStore>,
-        redis: redis::aio::ConnectionManager,
-        nats: async_nats::Client,
-        relay_wake: Arc<Notify>,
-        dependency_timeout: Duration,
-    ) -> Self {
+    pub fn new(parts: StateParts<'_>) -> Self {
+        let StateParts {
+            pipeline,
+            store,
+            redis,
+            nats,
+            relay_wake,
+            dependency_timeout,
+            reader,
+            read_settings,
+        } = parts;
         let collections = pipeline
             .collections()
             .map(|c| (c.name.clone(), Arc::new(c.clone())))
@@ -43,6 +63,8 @@ impl AppState {
                 nats,
                 relay_wake,
                 dependency_timeout,
+                reader,
+                read_settings,
             }),
         }
     }
@@ -67,6 +89,14 @@ impl AppState {
     /// next poll.
     pub fn wake_relay(&self) {
         self.inner.relay_wake.notify_one();
+    }
+
+    pub fn reader(&self) -> &Arc<Reader> {
+        &self.inner.reader
+    }
+
+    pub fn read_settings(&self) -> &ReadSettings {
+        &self.inner.read_settings
     }
 
     /// Deadline for one readiness probe of a dependency.

@@ -44,6 +44,7 @@ pub struct Settings {
     /// Only the sync worker reads these; `#[serde(default)]` keeps older settings files valid.
     #[serde(default)]
     pub worker: WorkerSettings,
+    pub reads: ReadSettings,
 }
 
 /// The JetStream stream every write is published to.
@@ -148,6 +149,37 @@ pub struct WorkerSettings {
     pub retry_max_ms: u64,
 }
 
+/// The API's read side. Reads use the same Redis key prefix as the workers (`worker.key_prefix`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReadSettings {
+    /// How long a miss for an absent entity is cached (a create replaces the marker at once).
+    pub negative_ttl_ms: u64,
+    /// Most ids in one batch read (`?ids=`).
+    pub max_batch_ids: usize,
+    /// Largest `limit` of a structure query.
+    pub max_limit: usize,
+    /// Largest `radius_m` of a nearby query.
+    pub max_radius_m: f64,
+}
+
+impl Default for ReadSettings {
+    fn default() -> Self {
+        Self {
+            negative_ttl_ms: 5_000,
+            max_batch_ids: 1_000,
+            max_limit: 1_000,
+            max_radius_m: 100_000.0,
+        }
+    }
+}
+
+impl ReadSettings {
+    pub fn negative_ttl(&self) -> Duration {
+        Duration::from_millis(self.negative_ttl_ms)
+    }
+}
+
 impl Default for WorkerSettings {
     fn default() -> Self {
         Self {
@@ -242,6 +274,7 @@ impl Settings {
                 json: false,
             },
             worker: WorkerSettings::default(),
+            reads: ReadSettings::default(),
         }
     }
 
@@ -311,6 +344,12 @@ impl Settings {
         positive("worker.fetch_wait_ms", self.worker.fetch_wait_ms)?;
         positive("worker.ack_wait_secs", self.worker.ack_wait_secs)?;
         positive("worker.tombstone_ttl_secs", self.worker.tombstone_ttl_secs)?;
+        positive("reads.negative_ttl_ms", self.reads.negative_ttl_ms)?;
+        positive("reads.max_batch_ids", self.reads.max_batch_ids as u64)?;
+        positive("reads.max_limit", self.reads.max_limit as u64)?;
+        if !(self.reads.max_radius_m.is_finite() && self.reads.max_radius_m > 0.0) {
+            return Err(ConfigError("reads.max_radius_m must be a positive number".into()));
+        }
         positive("worker.retry_min_ms", self.worker.retry_min_ms)?;
         if self.worker.retry_min_ms > self.worker.retry_max_ms {
             return Err(ConfigError(

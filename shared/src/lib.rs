@@ -13,7 +13,8 @@
 //! - [`events`]: the JetStream side: stream set-up and the outbox relay's publisher.
 //! - [`retry`]: the one backoff policy (capped, jittered) used for every retried external call.
 //! - [`redact`]: URLs with their credentials hidden, for logs.
-//! - [`telemetry`]: tracing set-up shared by both binaries.
+//! - [`telemetry`]: tracing set-up, the Prometheus recorder and `/metrics` endpoint, the metric
+//!   names (`telemetry::names`) and the dashboard checks shared by both binaries.
 
 pub mod cache;
 pub mod config;

@@ -2,6 +2,7 @@
 //! and restart it) and a unique stream, plus helpers to read what reached the stream.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer};
@@ -23,6 +24,7 @@ pub struct TestApp {
     pub dir: tempfile::TempDir,
     stop: CancellationToken,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    worker_stop: CancellationToken,
 }
 
 pub fn pipeline_path() -> PathBuf {
@@ -46,6 +48,12 @@ pub fn test_settings(dir: &std::path::Path, nats_url: &str, redis_url: &str) -> 
     settings.outbox.retry_max_ms = 500;
     settings.nats.timeout_ms = 1_000;
     settings.store.sqlite_synchronous = cacheflow_shared::config::SqliteSynchronous::Normal;
+    // Workers and reads of this test see only this test's keys.
+    settings.worker.key_prefix = format!("{}:", unique_name("keys"));
+    settings.worker.consumer = unique_name("sync");
+    settings.worker.fetch_wait_ms = 200;
+    settings.worker.retry_min_ms = 20;
+    settings.worker.retry_max_ms = 300;
     settings
 }
 
@@ -69,6 +77,7 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> TestApp {
         dir,
         stop: CancellationToken::new(),
         server: None,
+        worker_stop: CancellationToken::new(),
     };
     app.start().await;
     app
@@ -97,6 +106,51 @@ impl TestApp {
             Some(handle) => handle.await.expect("the server task panicked"),
             None => Ok(()),
         }
+    }
+
+    /// Runs a sync worker in this process, on the app's stream and key prefix, until the app is
+    /// dropped.
+    pub fn start_worker(&self) {
+        let pipeline = Arc::new(Pipeline::load(&self.settings.pipeline_config).unwrap());
+        let mut settings = self.settings.clone();
+        settings.metrics_addr = ([127, 0, 0, 1], 0).into();
+        let stop = self.worker_stop.clone();
+        tokio::spawn(async move {
+            cacheflow_sync_worker::run(settings, pipeline, stop)
+                .await
+                .expect("the worker runs");
+        });
+    }
+
+    /// A connection to the app's Redis.
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.settings.redis_url.expose())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
+    /// The full Redis key of a rendered key template.
+    pub fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.settings.worker.key_prefix)
+    }
+
+    /// Polls `check` until it holds, or panics with `what` after `within`.
+    pub async fn eventually<F, Fut>(&self, what: &str, within: Duration, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + within;
+        while !check().await {
+            assert!(Instant::now() < deadline, "{what}: not after {within:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -191,7 +245,24 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.stop.cancel();
+        self.worker_stop.cancel();
     }
+}
+
+/// The `X-Cache` header of a response.
+pub fn x_cache(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("x-cache")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+/// A place at (lon, lat).
+pub fn place_at(name: &str, category: &str, rating: f64, lon: f64, lat: f64) -> Value {
+    let mut doc = place(name, category, rating);
+    doc["location"] = json!({ "type": "Point", "coordinates": [lon, lat] });
+    doc
 }
 
 /// A valid place document.

@@ -1,9 +1,12 @@
 //! Integration tests of the API over real sockets, with real `redis-server` and `nats-server -js`.
 
 mod crash_recovery;
+mod degraded;
 mod errors;
 mod events;
 mod helpers;
 mod nats_outage;
+mod queries;
+mod reads;
 mod readiness;
 mod writes;

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-pub use document::{geo_point, DocumentError};
+pub use document::{geo_point, DocumentError, MAX_LATITUDE, MAX_LONGITUDE};
 pub use spec::FieldType;
 pub use template::{KeyTemplate, Segment};
 

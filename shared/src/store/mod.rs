@@ -12,6 +12,7 @@
 //! - [`sqlite`]: embedded SQLite (WAL), the default for a laptop and for CI.
 //! - [`mongo`]: MongoDB through the official driver, the production store.
 
+pub mod instrumented;
 pub mod mongo;
 pub mod sqlite;
 

@@ -5,14 +5,20 @@
 --                         keys / idx = JSON lists of the entity / index keys it occupies
 -- KEYS[2 .. 1+S+H]        entity keys: S string keys, then H hash keys
 -- KEYS[2+S+H .. 1+S+H+Z+G] index keys: Z sorted-set keys, then G geo keys
--- ARGV[1] version (decimal)   ARGV[2] 'upsert' | 'delete'   ARGV[3] member (the entity id)
+-- ARGV[1] version (decimal)   ARGV[2] 'upsert' | 'delete' | 'fill' | 'absent'
+-- ARGV[3] member (the entity id)
 -- ARGV[4] tombstone TTL in ms   ARGV[5..8] S, H, Z, G
 -- ARGV[9] / ARGV[10] the JSON lists stored as meta keys / idx after an upsert
 -- then, upsert only: per string: value, ttl ms ('0' = none); per hash: n, field1, value1, ...;
 -- per sorted set: score; per geo: lon, lat.
 -- For a delete, the KEYS ranges are the keys to clear even if the meta is gone (the planner's
 -- fallback: templates that need no document field).
--- Returns 'applied', 'deleted' or 'stale'.
+-- 'fill' is the API's cache-aside populate: an upsert that may also rewrite the version the cache
+-- already holds (its string may have expired), but never a newer one and never over a tombstone.
+-- 'absent' caches a miss: KEYS[2] is the read key, ARGV[4] the marker's TTL in ms; it writes an
+-- empty string there (NX) unless the cache knows a live entity or a newer tombstone. The next
+-- upsert's SET replaces the marker, so a create wins at once.
+-- Returns 'applied', 'deleted', 'absent' or 'stale'.
 
 -- Versions are u64; Lua numbers are doubles, so compare the decimal strings instead.
 local function newer(a, b)
@@ -25,9 +31,16 @@ local version, op, member = ARGV[1], ARGV[2], ARGV[3]
 local s, h, z, g = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 
 local stored = redis.call('HMGET', meta, 'v', 'keys', 'idx', 'd')
-if stored[1] and not newer(version, stored[1]) then
-  return 'stale'
+if op == 'absent' then
+  if stored[1] and (stored[4] ~= '1' or newer(stored[1], version)) then return 'stale' end
+  redis.call('SET', KEYS[2], '', 'PX', ARGV[4], 'NX')
+  return 'absent'
 end
+if stored[1] and not newer(version, stored[1]) then
+  local refill = op == 'fill' and stored[1] == version and stored[4] ~= '1'
+  if not refill then return 'stale' end
+end
+if op == 'fill' then op = 'upsert' end
 
 local first_index = 2 + s + h
 local last_key = first_index + z + g - 1

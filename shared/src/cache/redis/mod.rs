@@ -20,7 +20,12 @@ use tracing::instrument;
 
 pub use keys::KeyLayout;
 
-use super::{plan, ApplyOutcome, CacheError, CacheErrorKind, CacheWriter};
+/// What a read key holds for an entity the store said is absent (a cached miss). Documents are
+/// JSON objects, so an empty string can never be one.
+pub const ABSENT_MARKER: &[u8] = b"";
+
+use super::{plan, read_key_template, ApplyOutcome, CacheError, CacheErrorKind, CacheWriter, StoreState};
+use script::Mode;
 use crate::config::Settings;
 use crate::event::Event;
 use crate::pipeline::Pipeline;
@@ -130,6 +135,62 @@ impl RedisCacheWriter {
 impl CacheWriter for RedisCacheWriter {
     #[instrument(skip_all, fields(events = events.len()))]
     async fn apply(&self, events: &[Event]) -> Result<Vec<ApplyOutcome>, CacheError> {
+        self.apply_events(events, Mode::Event).await
+    }
+
+    #[instrument(skip_all, fields(collection, id))]
+    async fn fill(
+        &self,
+        collection: &str,
+        id: &str,
+        state: StoreState,
+        negative_ttl: Duration,
+    ) -> Result<ApplyOutcome, CacheError> {
+        match state {
+            StoreState::Live { version, document } => {
+                let event = Event::upsert(collection, id, version, document);
+                let mut outcomes = self.apply_events(std::slice::from_ref(&event), Mode::Fill).await?;
+                Ok(outcomes.pop().expect("one outcome per event"))
+            }
+            StoreState::Absent { latest_version } => {
+                let template = self
+                    .pipeline
+                    .collection(collection)
+                    .and_then(read_key_template)
+                    .ok_or_else(|| CacheError::unknown_collection(collection))?;
+                let read_key = template.render(id, &Default::default())?;
+                let cmd = script::evalsha_absent(
+                    self.script.get_hash(),
+                    &self.layout,
+                    collection,
+                    id,
+                    &read_key,
+                    latest_version,
+                    negative_ttl,
+                );
+                for _ in 0..2 {
+                    let mut results = self.run(&[&cmd]).await?;
+                    match results.pop().expect("one result per command") {
+                        Ok(reply) => {
+                            return script::outcome(&reply).ok_or_else(|| {
+                                CacheError::new(CacheErrorKind::Fatal, format!("the apply script returned {reply:?}"))
+                            })
+                        }
+                        Err(err) if err.kind() == ServerErrorKind::NoScript.into() => self.load_script().await?,
+                        Err(err) => return Err(CacheError::from_redis("caching a miss", err)),
+                    }
+                }
+                Err(CacheError::new(
+                    CacheErrorKind::Unavailable,
+                    "redis keeps answering NOSCRIPT right after SCRIPT LOAD",
+                ))
+            }
+        }
+    }
+}
+
+impl RedisCacheWriter {
+    async fn apply_events(&self, events: &[Event], mode: Mode) -> Result<Vec<ApplyOutcome>, CacheError> {
         let mut outcomes: Vec<Option<ApplyOutcome>> = Vec::with_capacity(events.len());
         let mut calls: Vec<(usize, Cmd)> = Vec::with_capacity(events.len());
         let sha = self.script.get_hash();
@@ -140,7 +201,7 @@ impl CacheWriter for RedisCacheWriter {
             };
             match planned {
                 Ok(plan) => {
-                    let cmd = script::evalsha(sha, &self.layout, &plan, self.tombstone_ttl);
+                    let cmd = script::evalsha(sha, &self.layout, &plan, self.tombstone_ttl, mode);
                     calls.push((index, cmd));
                     outcomes.push(None);
                 }

@@ -13,8 +13,23 @@ pub(super) fn script() -> Script {
     Script::new(include_str!("apply.lua"))
 }
 
+/// How an upsert plan is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mode {
+    /// An event: only a strictly newer version is written.
+    Event,
+    /// A cache-aside populate from the store: the same version may be written again.
+    Fill,
+}
+
 /// `EVALSHA <sha> <numkeys> KEYS... ARGV...` applying `plan`.
-pub(super) fn evalsha(sha: &str, layout: &KeyLayout, plan: &Plan, tombstone_ttl: Duration) -> Cmd {
+pub(super) fn evalsha(
+    sha: &str,
+    layout: &KeyLayout,
+    plan: &Plan,
+    tombstone_ttl: Duration,
+    mode: Mode,
+) -> Cmd {
     let mut keys: Vec<String> = vec![layout.meta(&plan.collection, &plan.id)];
     // ARGV[1..10]: version, op, member, tombstone TTL, S, H, Z, G, meta keys, meta idx.
     let mut head: Vec<String> = Vec::with_capacity(10);
@@ -23,7 +38,11 @@ pub(super) fn evalsha(sha: &str, layout: &KeyLayout, plan: &Plan, tombstone_ttl:
     let tombstone_ms = tombstone_ttl.as_millis().max(1).to_string();
     match &plan.action {
         Action::Upsert(p) => {
-            head.extend(["upsert".into(), plan.id.clone(), tombstone_ms]);
+            let op = match mode {
+                Mode::Event => "upsert",
+                Mode::Fill => "fill",
+            };
+            head.extend([op.into(), plan.id.clone(), tombstone_ms]);
             head.extend(
                 [
                     p.strings.len(),
@@ -74,6 +93,29 @@ pub(super) fn evalsha(sha: &str, layout: &KeyLayout, plan: &Plan, tombstone_ttl:
     cmd
 }
 
+/// Caches a miss: an empty marker under `read_key` for `ttl`, unless the cache knows better.
+pub(super) fn evalsha_absent(
+    sha: &str,
+    layout: &KeyLayout,
+    collection: &str,
+    id: &str,
+    read_key: &str,
+    version: u64,
+    ttl: Duration,
+) -> Cmd {
+    let mut cmd = ::redis::cmd("EVALSHA");
+    cmd.arg(sha)
+        .arg(2)
+        .arg(layout.meta(collection, id))
+        .arg(layout.key(read_key))
+        .arg(version.to_string())
+        .arg("absent")
+        .arg(id)
+        .arg(ttl.as_millis().max(1).to_string())
+        .arg(&["0", "0", "0", "0", "[]", "[]"][..]);
+    cmd
+}
+
 /// The script's reply as an outcome; `None` for anything the script never returns.
 pub(super) fn outcome(reply: &Value) -> Option<ApplyOutcome> {
     let text = match reply {
@@ -85,6 +127,7 @@ pub(super) fn outcome(reply: &Value) -> Option<ApplyOutcome> {
         b"applied" => Some(ApplyOutcome::Applied),
         b"deleted" => Some(ApplyOutcome::Deleted),
         b"stale" => Some(ApplyOutcome::Stale),
+        b"absent" => Some(ApplyOutcome::Absent),
         _ => None,
     }
 }

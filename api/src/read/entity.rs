@@ -1,0 +1,191 @@
+//! Entity reads: Redis first; on a miss one store read per key at a time (single-flight), the
+//! answer, and a background populate through the versioned apply.
+
+use std::sync::Arc;
+
+use cacheflow_shared::cache::{StoreState, ABSENT_MARKER};
+use cacheflow_shared::store::{StoreError, Versioned};
+use serde_json::value::RawValue;
+
+use super::{version_of, CacheStatus, Reader, StoreRead};
+
+pub const CACHE_REQUESTS: &str = "cacheflow_cache_requests_total";
+pub const COALESCED: &str = "cacheflow_singleflight_coalesced_total";
+
+/// One entity as read: its JSON and version, or absent.
+#[derive(Debug)]
+pub enum Entity {
+    Found { json: Vec<u8>, version: u64 },
+    Absent,
+}
+
+#[derive(Debug)]
+pub struct EntityAnswer {
+    pub entity: Entity,
+    pub cache: CacheStatus,
+}
+
+/// One item of a batch read, in the order asked.
+#[derive(Debug)]
+pub struct BatchItem {
+    pub id: String,
+    pub document: Option<Box<RawValue>>,
+}
+
+pub(crate) fn count(collection: &str, result: &'static str) {
+    metrics::counter!(CACHE_REQUESTS, "collection" => collection.to_owned(), "result" => result)
+        .increment(1);
+}
+
+impl Reader {
+    pub async fn get_one(self: &Arc<Self>, collection: &str, id: &str) -> Result<EntityAnswer, Arc<StoreError>> {
+        let Some(read_key) = self.views.get(collection).and_then(|v| v.read_key(id)) else {
+            return self.from_store(collection, id, CacheStatus::Bypass).await;
+        };
+        let key = self.layout.key(&read_key);
+        match self.redis.get(&key).await {
+            Ok(Some(json)) if json == ABSENT_MARKER => {
+                count(collection, "negative_hit");
+                Ok(EntityAnswer { entity: Entity::Absent, cache: CacheStatus::Hit })
+            }
+            Ok(Some(json)) => match version_of(&json) {
+                Some(version) => {
+                    count(collection, "hit");
+                    Ok(EntityAnswer { entity: Entity::Found { json, version }, cache: CacheStatus::Hit })
+                }
+                // Not a document this pipeline wrote: treat it as a miss and let the populate fix it.
+                None => self.miss(collection, id, &key).await,
+            },
+            Ok(None) => self.miss(collection, id, &key).await,
+            Err(err) => {
+                tracing::debug!(%err, "redis unavailable; reading from the store");
+                self.from_store(collection, id, CacheStatus::Bypass).await
+            }
+        }
+    }
+
+    async fn miss(self: &Arc<Self>, collection: &str, id: &str, key: &str) -> Result<EntityAnswer, Arc<StoreError>> {
+        count(collection, "miss");
+        let flight = self.flights.run(key, || self.read_store(collection, id)).await;
+        if flight.coalesced {
+            metrics::counter!(COALESCED, "collection" => collection.to_owned()).increment(1);
+        }
+        if let Some(guard) = flight.guard {
+            // Keep the flight open until Redis holds the value, so misses arriving meanwhile
+            // share this read instead of reading the store again.
+            let (reader, collection, id, read) = (self.clone(), collection.to_owned(), id.to_owned(), flight.value.clone());
+            tokio::spawn(async move {
+                if let Some(state) = reader.store_state(&collection, &id, read).await {
+                    reader.populator.fill(&collection, &id, state).await;
+                }
+                drop(guard);
+            });
+        }
+        answer(flight.value, CacheStatus::Miss)
+    }
+
+    async fn from_store(&self, collection: &str, id: &str, cache: CacheStatus) -> Result<EntityAnswer, Arc<StoreError>> {
+        count(collection, "bypass");
+        answer(self.read_store(collection, id).await, cache)
+    }
+
+    async fn read_store(&self, collection: &str, id: &str) -> StoreRead {
+        self.store.get(collection, id).await.map_err(Arc::new)
+    }
+
+    /// What to populate after a store read; the latest version of an absent entity (its
+    /// tombstone's) is needed so that the cached miss cannot hide a later create.
+    async fn store_state(&self, collection: &str, id: &str, read: StoreRead) -> Option<StoreState> {
+        match read {
+            Ok(Some(Versioned { version, document })) => Some(StoreState::Live { version, document }),
+            Ok(None) => {
+                let latest_version = self.store.latest_version(collection, id).await.ok()?.unwrap_or(0);
+                Some(StoreState::Absent { latest_version })
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Batch read: one MGET, the misses from one store query (populated in the background).
+    pub async fn get_many(self: &Arc<Self>, collection: &str, ids: &[String]) -> Result<(Vec<BatchItem>, CacheStatus), Arc<StoreError>> {
+        let view = self.views.get(collection);
+        let keys: Option<Vec<String>> = ids
+            .iter()
+            .map(|id| view.and_then(|v| v.read_key(id)).map(|k| self.layout.key(&k)))
+            .collect();
+        let cached = match keys {
+            Some(keys) => self.redis.mget(&keys).await.ok(),
+            None => None,
+        };
+        let Some(cached) = cached else {
+            count(collection, "bypass");
+            let found = self.store.get_many(collection, ids).await.map_err(Arc::new)?;
+            let items = ids.iter().zip(found).map(|(id, v)| BatchItem { id: id.clone(), document: v.map(raw) }).collect();
+            return Ok((items, CacheStatus::Bypass));
+        };
+        let mut items = Vec::with_capacity(ids.len());
+        let mut missing = Vec::new();
+        for (i, (id, value)) in ids.iter().zip(cached).enumerate() {
+            let document = match value {
+                Some(json) if json == ABSENT_MARKER => None,
+                Some(json) => match String::from_utf8(json).ok().and_then(|s| RawValue::from_string(s).ok()) {
+                    Some(raw) => Some(raw),
+                    None => {
+                        missing.push(i);
+                        None
+                    }
+                },
+                None => {
+                    missing.push(i);
+                    None
+                }
+            };
+            items.push(BatchItem { id: id.clone(), document });
+        }
+        let hits = ids.len() - missing.len();
+        metrics::counter!(CACHE_REQUESTS, "collection" => collection.to_owned(), "result" => "hit").increment(hits as u64);
+        if missing.is_empty() {
+            return Ok((items, CacheStatus::Hit));
+        }
+        metrics::counter!(CACHE_REQUESTS, "collection" => collection.to_owned(), "result" => "miss").increment(missing.len() as u64);
+        let missing_ids: Vec<String> = missing.iter().map(|&i| ids[i].clone()).collect();
+        let found = self.store.get_many(collection, &missing_ids).await.map_err(Arc::new)?;
+        let mut populate = Vec::new();
+        for (&i, versioned) in missing.iter().zip(found) {
+            if let Some(versioned) = versioned {
+                items[i].document = Some(raw(versioned.clone()));
+                populate.push((ids[i].clone(), versioned));
+            }
+        }
+        self.populate_in_background(collection, populate);
+        Ok((items, CacheStatus::Miss))
+    }
+
+    pub(crate) fn populate_in_background(self: &Arc<Self>, collection: &str, found: Vec<(String, Versioned)>) {
+        if found.is_empty() {
+            return;
+        }
+        let (reader, collection) = (self.clone(), collection.to_owned());
+        tokio::spawn(async move {
+            for (id, Versioned { version, document }) in found {
+                reader.populator.fill(&collection, &id, StoreState::Live { version, document }).await;
+            }
+        });
+    }
+}
+
+fn answer(read: StoreRead, cache: CacheStatus) -> Result<EntityAnswer, Arc<StoreError>> {
+    let entity = match read? {
+        Some(versioned) => Entity::Found {
+            json: serde_json::to_vec(&versioned.document).expect("a document always serialises"),
+            version: versioned.version,
+        },
+        None => Entity::Absent,
+    };
+    Ok(EntityAnswer { entity, cache })
+}
+
+pub(crate) fn raw(versioned: Versioned) -> Box<RawValue> {
+    let json = serde_json::to_string(&versioned.document).expect("a document always serialises");
+    RawValue::from_string(json).expect("serde_json output is valid JSON")
+}

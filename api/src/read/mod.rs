@@ -1,0 +1,92 @@
+//! The read side: cache-aside entity reads with single-flight, batch reads, and the structure
+//! queries (nearest, top-N, hash fields) served from Redis, with the store as the fallback when
+//! Redis is unreachable.
+//!
+//! - [`views`]: which Redis keys serve which read, derived once from the pipeline.
+//! - [`redis_reads`]: the Redis commands, each with a timeout.
+//! - [`single_flight`]: one store read per hot-key miss storm.
+//! - [`entity`]: `GET /{collection}/{id}` and `GET /{collection}?ids=`.
+//! - [`queries`]: nearest, top-N and hash fields.
+//! - [`populate`]: writing store reads back to Redis through the versioned apply.
+
+pub mod entity;
+pub mod populate;
+pub mod queries;
+pub mod redis_reads;
+pub mod single_flight;
+pub mod views;
+
+use std::sync::Arc;
+
+use cacheflow_shared::cache::KeyLayout;
+use cacheflow_shared::store::{DocumentStore, StoreError, Versioned};
+
+use self::populate::Populator;
+use self::redis_reads::RedisReads;
+use self::single_flight::SingleFlight;
+
+/// Where an answer came from, reported as `X-Cache`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// Everything came from Redis.
+    Hit,
+    /// Some or all of it came from the store; Redis is being populated.
+    Miss,
+    /// Redis was unreachable; the store answered.
+    Bypass,
+}
+
+impl CacheStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "hit",
+            CacheStatus::Miss => "miss",
+            CacheStatus::Bypass => "bypass",
+        }
+    }
+}
+
+/// The shared result of one single-flight store read. Errors are shared as text: every waiter
+/// answers 503 alike.
+pub type StoreRead = Result<Option<Versioned>, Arc<StoreError>>;
+
+pub struct Reader {
+    pub(crate) redis: RedisReads,
+    pub(crate) store: Arc<dyn DocumentStore>,
+    pub(crate) layout: KeyLayout,
+    pub(crate) flights: SingleFlight<StoreRead>,
+    pub(crate) populator: Populator,
+    pub(crate) views: views::Views,
+}
+
+impl Reader {
+    pub fn new(
+        redis: RedisReads,
+        store: Arc<dyn DocumentStore>,
+        layout: KeyLayout,
+        populator: Populator,
+        views: views::Views,
+    ) -> Self {
+        Self {
+            redis,
+            store,
+            layout,
+            flights: SingleFlight::default(),
+            populator,
+            views,
+        }
+    }
+
+    pub fn views(&self) -> &views::Views {
+        &self.views
+    }
+}
+
+/// Reads the `version` of a document's JSON without building the whole document.
+pub(crate) fn version_of(json: &[u8]) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        version: u64,
+    }
+    serde_json::from_slice::<Head>(json).ok().map(|h| h.version)
+}

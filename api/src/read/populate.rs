@@ -1,0 +1,75 @@
+//! Writes what the store said back to Redis, in the background, through the same versioned
+//! apply the worker uses: a slow populate can never overwrite a newer version or resurrect a
+//! deleted entity, because Redis compares the versions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cacheflow_shared::cache::{ApplyOutcome, CacheWriter, RedisCacheWriter, RedisWriterOptions, StoreState};
+use cacheflow_shared::config::Settings;
+use cacheflow_shared::pipeline::Pipeline;
+use cacheflow_shared::redact::SecretUrl;
+use tokio::sync::OnceCell;
+
+pub const POPULATE_TOTAL: &str = "cacheflow_cache_populate_total";
+
+/// Connects the cache writer on first use, so the API starts (and serves from the store) while
+/// Redis is down.
+pub struct Populator {
+    writer: OnceCell<Arc<dyn CacheWriter>>,
+    connect: Arc<dyn Fn() -> futures::future::BoxFuture<'static, Option<Arc<dyn CacheWriter>>> + Send + Sync>,
+    negative_ttl: Duration,
+}
+
+impl Populator {
+    pub fn new(settings: &Settings, pipeline: Arc<Pipeline>) -> Self {
+        let url: SecretUrl = settings.redis_url.clone();
+        let options = RedisWriterOptions::from_settings(settings);
+        let connect = Arc::new(move || {
+            let (url, pipeline, options) = (url.clone(), pipeline.clone(), options.clone());
+            Box::pin(async move {
+                match RedisCacheWriter::connect(&url, pipeline, options).await {
+                    Ok(writer) => Some(Arc::new(writer) as Arc<dyn CacheWriter>),
+                    Err(err) => {
+                        tracing::warn!(%err, "cache writer not connected; populate skipped");
+                        None
+                    }
+                }
+            }) as futures::future::BoxFuture<'static, _>
+        });
+        Self {
+            writer: OnceCell::new(),
+            connect,
+            negative_ttl: settings.reads.negative_ttl(),
+        }
+    }
+
+    async fn writer(&self) -> Option<&Arc<dyn CacheWriter>> {
+        self.writer
+            .get_or_try_init(|| async { (self.connect)().await.ok_or(()) })
+            .await
+            .ok()
+    }
+
+    /// Populates Redis with `state` and returns what the apply did (`None` if Redis could not be
+    /// reached: the next read simply misses again).
+    pub async fn fill(&self, collection: &str, id: &str, state: StoreState) -> Option<ApplyOutcome> {
+        let writer = self.writer().await?;
+        let outcome = writer.fill(collection, id, state, self.negative_ttl).await;
+        let label = match &outcome {
+            Ok(ApplyOutcome::Applied) => "applied",
+            Ok(ApplyOutcome::Absent) => "absent",
+            Ok(ApplyOutcome::Stale | ApplyOutcome::Deleted) => "stale",
+            Ok(ApplyOutcome::Rejected(_)) | Err(_) => "error",
+        };
+        metrics::counter!(POPULATE_TOTAL, "collection" => collection.to_owned(), "outcome" => label)
+            .increment(1);
+        match outcome {
+            Ok(outcome) => Some(outcome),
+            Err(err) => {
+                tracing::debug!(%err, collection, id, "populate failed");
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! The read API: entities (`GET /v1/{collection}/{id}`, batch `?ids=`), and the structure
+//! queries `near`, `top` and `fields`. Every answer says where it came from in `X-Cache`.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use cacheflow_shared::document::{is_valid_id, Document};
+use cacheflow_shared::pipeline::MAX_LATITUDE;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use crate::error::ApiError;
+use crate::extract::{etag, EntityPath};
+use crate::read::entity::Entity;
+use crate::read::queries::{NearQuery, Ranked};
+use crate::read::CacheStatus;
+use crate::state::AppState;
+
+const DEFAULT_LIMIT: usize = 10;
+const MAX_OFFSET: usize = 100_000;
+
+pub async fn get_one(State(state): State<AppState>, EntityPath { collection, id }: EntityPath, headers: HeaderMap) -> Result<Response, ApiError> {
+    let answer = state
+        .reader()
+        .get_one(&collection.name, &id)
+        .await
+        .map_err(|err| ApiError::from_shared_store(&err, &collection.name, &id))?;
+    let mut response = match answer.entity {
+        Entity::Found { json, version } => {
+            if if_none_match(&headers, version) {
+                let mut response = StatusCode::NOT_MODIFIED.into_response();
+                set_etag(&mut response, version);
+                response
+            } else {
+                let mut response = ([(header::CONTENT_TYPE, "application/json")], json).into_response();
+                set_etag(&mut response, version);
+                response
+            }
+        }
+        Entity::Absent => ApiError::NotFound { collection: collection.name.clone(), id }.into_response(),
+    };
+    set_cache(&mut response, answer.cache);
+    Ok(response)
+}
+
+#[derive(Serialize)]
+struct BatchBody {
+    items: Vec<BatchItemBody>,
+    missing: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct BatchItemBody {
+    id: String,
+    found: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    document: Option<Box<RawValue>>,
+}
+
+pub async fn get_many(
+    State(state): State<AppState>,
+    Path(collection): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let collection = state.collection(&collection).ok_or(ApiError::CollectionNotFound(collection))?;
+    let ids_param = query.get("ids").ok_or_else(|| ApiError::InvalidQuery("`ids` is required: ?ids=a,b,c".into()))?;
+    let ids: Vec<String> = ids_param.split(',').map(str::to_owned).collect();
+    let max = state.read_settings().max_batch_ids;
+    if ids.len() > max {
+        return Err(ApiError::InvalidQuery(format!("at most {max} ids per request, got {}", ids.len())));
+    }
+    if let Some(bad) = ids.iter().find(|id| !is_valid_id(id)) {
+        return Err(ApiError::InvalidId(format!("id `{}` must match [A-Za-z0-9_-]{{1,128}}", bad.chars().take(140).collect::<String>())));
+    }
+    let (items, cache) = state
+        .reader()
+        .get_many(&collection.name, &ids)
+        .await
+        .map_err(|err| ApiError::from_shared_store(&err, &collection.name, ""))?;
+    let missing = items.iter().filter(|i| i.document.is_none()).map(|i| i.id.clone()).collect();
+    let items = items
+        .into_iter()
+        .map(|i| BatchItemBody { id: i.id, found: i.document.is_some(), document: i.document })
+        .collect();
+    let mut response = Json(BatchBody { items, missing }).into_response();
+    set_cache(&mut response, cache);
+    Ok(response)
+}
+
+#[derive(Serialize)]
+struct NearItem {
+    id: String,
+    distance_m: f64,
+    document: Box<RawValue>,
+}
+
+#[derive(Serialize)]
+struct TopItem {
+    id: String,
+    score: f64,
+    document: Box<RawValue>,
+}
+
+#[derive(Serialize)]
+struct Items<T> {
+    items: Vec<T>,
+}
+
+pub async fn near(
+    State(state): State<AppState>,
+    Path((collection, index)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let collection = state.collection(&collection).ok_or(ApiError::CollectionNotFound(collection))?;
+    let view = state.reader().views().get(&collection.name).ok_or(ApiError::Internal)?;
+    let geo = view.geos.get(&index).ok_or_else(|| ApiError::IndexNotFound {
+        collection: collection.name.clone(),
+        kind: "geo",
+        index: index.clone(),
+    })?;
+    let settings = state.read_settings();
+    let lon = number(&query, "lon")?.ok_or_else(|| ApiError::InvalidQuery("`lon` is required".into()))?;
+    let lat = number(&query, "lat")?.ok_or_else(|| ApiError::InvalidQuery("`lat` is required".into()))?;
+    let radius_m = number(&query, "radius_m")?.ok_or_else(|| ApiError::InvalidQuery("`radius_m` is required".into()))?;
+    if !(-180.0..=180.0).contains(&lon) {
+        return Err(ApiError::InvalidQuery(format!("`lon` must be within [-180, 180], got {lon}")));
+    }
+    if !(-MAX_LATITUDE..=MAX_LATITUDE).contains(&lat) {
+        return Err(ApiError::InvalidQuery(format!("`lat` must be within [-{MAX_LATITUDE}, {MAX_LATITUDE}], got {lat}")));
+    }
+    if !(radius_m > 0.0 && radius_m <= settings.max_radius_m) {
+        return Err(ApiError::InvalidQuery(format!("`radius_m` must be greater than 0 and at most {}, got {radius_m}", settings.max_radius_m)));
+    }
+    let limit = limit(&query, settings.max_limit)?;
+    let (ranked, cache) = state
+        .reader()
+        .near(&collection.name, geo, &NearQuery { lon, lat, radius_m, limit })
+        .await
+        .map_err(|err| ApiError::from_shared_store(&err, &collection.name, ""))?;
+    let items = ranked.into_iter().map(|Ranked { id, value, document }| NearItem { id, distance_m: value, document }).collect();
+    Ok(with_cache(Json(Items { items }).into_response(), cache))
+}
+
+pub async fn top(
+    State(state): State<AppState>,
+    Path((collection, index)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let collection = state.collection(&collection).ok_or(ApiError::CollectionNotFound(collection))?;
+    let view = state.reader().views().get(&collection.name).ok_or(ApiError::Internal)?;
+    let sorted = view.sorted_sets.get(&index).ok_or_else(|| ApiError::IndexNotFound {
+        collection: collection.name.clone(),
+        kind: "sorted_set",
+        index: index.clone(),
+    })?;
+    let limit = limit(&query, state.read_settings().max_limit)?;
+    let offset = match query.get("offset") {
+        None => 0,
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|o| *o <= MAX_OFFSET)
+            .ok_or_else(|| ApiError::InvalidQuery(format!("`offset` must be an integer from 0 to {MAX_OFFSET}, got `{text}`")))?,
+    };
+    // The key template's fields are query parameters, typed as their declared fields.
+    let mut params = Document::new();
+    for field in sorted.key.fields() {
+        let text = query
+            .get(field)
+            .ok_or_else(|| ApiError::InvalidQuery(format!("`{field}` is required: index `{index}` is keyed by {}", sorted.key)))?;
+        let value = match view.field_types.get(field) {
+            Some(cacheflow_shared::pipeline::FieldType::Integer) => text
+                .parse::<i64>()
+                .map(Value::from)
+                .map_err(|_| ApiError::InvalidQuery(format!("`{field}` must be an integer, got `{text}`")))?,
+            _ => Value::String(text.clone()),
+        };
+        params.insert(field.to_owned(), value);
+    }
+    if let Err(err) = sorted.key.render("", &params) {
+        return Err(ApiError::InvalidQuery(format!("`{}` {}", err.field, err.reason)));
+    }
+    let (ranked, cache) = state
+        .reader()
+        .top(&collection.name, sorted, &params, offset, limit)
+        .await
+        .map_err(|err| ApiError::from_shared_store(&err, &collection.name, ""))?;
+    let items = ranked.into_iter().map(|Ranked { id, value, document }| TopItem { id, score: value, document }).collect();
+    Ok(with_cache(Json(Items { items }).into_response(), cache))
+}
+
+pub async fn fields(State(state): State<AppState>, Path((collection, id)): Path<(String, String)>) -> Result<Response, ApiError> {
+    let collection = state.collection(&collection).ok_or(ApiError::CollectionNotFound(collection))?;
+    if !is_valid_id(&id) {
+        return Err(ApiError::InvalidId(format!("id `{}` must match [A-Za-z0-9_-]{{1,128}}", id.chars().take(140).collect::<String>())));
+    }
+    let view = state.reader().views().get(&collection.name).ok_or(ApiError::Internal)?;
+    let (template, listed) = view.hash.as_ref().ok_or_else(|| ApiError::IndexNotFound {
+        collection: collection.name.clone(),
+        kind: "hash",
+        index: "fields".into(),
+    })?;
+    let key = template.render(&id, &Document::new()).map_err(|_| ApiError::Internal)?;
+    let (object, cache) = state
+        .reader()
+        .fields(&collection.name, &id, &key, listed, &view.field_types)
+        .await
+        .map_err(|err| ApiError::from_shared_store(&err, &collection.name, &id))?;
+    let response = match object {
+        Some(object) => Json(Value::Object(object)).into_response(),
+        None => ApiError::NotFound { collection: collection.name.clone(), id }.into_response(),
+    };
+    Ok(with_cache(response, cache))
+}
+
+fn number(query: &HashMap<String, String>, name: &str) -> Result<Option<f64>, ApiError> {
+    match query.get(name) {
+        None => Ok(None),
+        Some(text) => text
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .map(Some)
+            .ok_or_else(|| ApiError::InvalidQuery(format!("`{name}` must be a number, got `{text}`"))),
+    }
+}
+
+fn limit(query: &HashMap<String, String>, max: usize) -> Result<usize, ApiError> {
+    match query.get("limit") {
+        None => Ok(DEFAULT_LIMIT.min(max)),
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=max).contains(l))
+            .ok_or_else(|| ApiError::InvalidQuery(format!("`limit` must be an integer from 1 to {max}, got `{text}`"))),
+    }
+}
+
+/// `If-None-Match` holds (the client's copy is current) for `*` or any listed ETag, weak or
+/// strong (weak comparison, as RFC 9110 prescribes for this header).
+fn if_none_match(headers: &HeaderMap, version: u64) -> bool {
+    let Some(value) = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let current = etag(version);
+    value
+        .split(',')
+        .map(|tag| tag.trim().trim_start_matches("W/"))
+        .any(|tag| tag == "*" || tag == current)
+}
+
+fn set_etag(response: &mut Response, version: u64) {
+    let value = HeaderValue::from_str(&etag(version)).expect("a quoted number is a valid header");
+    response.headers_mut().insert(header::ETAG, value);
+}
+
+fn set_cache(response: &mut Response, cache: CacheStatus) {
+    response.headers_mut().insert("x-cache", HeaderValue::from_static(cache.as_str()));
+}
+
+fn with_cache(mut response: Response, cache: CacheStatus) -> Response {
+    set_cache(&mut response, cache);
+    response
+}
+
