@@ -8,11 +8,13 @@
 //! - [`extract`]: request extractors (entity path, JSON body, conditional headers) that reject with
 //!   [`ApiError`].
 //! - [`error`]: the API's one error type with stable codes.
+//! - [`openapi`]: the OpenAPI document (`/openapi.json`), generated from the route annotations.
 //! - [`relay`]: the outbox relay that publishes committed events to JetStream.
 //! - [`state`]: the shared application state.
 
 pub mod error;
 pub mod extract;
+pub mod openapi;
 pub mod read;
 pub mod relay;
 pub mod routes;
@@ -20,4 +22,4 @@ pub mod startup;
 pub mod state;
 
 pub use error::ApiError;
-pub use startup::{router, shutdown_signal, Application};
+pub use startup::{router, router_and_spec, shutdown_signal, Application};

@@ -9,24 +9,28 @@ use anyhow::Context;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::Router;
+use cacheflow_shared::cache::KeyLayout;
 use cacheflow_shared::config::Settings;
 use cacheflow_shared::events::{self, JetStreamPublisher};
 use cacheflow_shared::pipeline::Pipeline;
-use cacheflow_shared::cache::KeyLayout;
 use cacheflow_shared::store::{self, instrumented::InstrumentedStore};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::extract::MAX_BODY_BYTES;
-use crate::relay::OutboxRelay;
+use crate::openapi::ApiDoc;
 use crate::read::populate::Populator;
 use crate::read::redis_reads::RedisReads;
 use crate::read::views::Views;
 use crate::read::Reader;
+use crate::relay::OutboxRelay;
 use crate::routes::{documents, health, reads};
 use crate::state::{AppState, StateParts};
 
@@ -145,22 +149,28 @@ fn redis_manager(settings: &Settings) -> anyhow::Result<redis::aio::ConnectionMa
     )?)
 }
 
-/// The router, separate from any listener so tests can drive it directly.
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/v1/{collection}", get(reads::get_many))
-        .route(
-            "/v1/{collection}/{id}",
-            get(reads::get_one)
-                .put(documents::put)
-                .patch(documents::patch)
-                .delete(documents::delete),
-        )
-        .route("/v1/{collection}/{id}/fields", get(reads::fields))
-        .route("/v1/{collection}/near/{index}", get(reads::near))
-        .route("/v1/{collection}/top/{index}", get(reads::top))
+/// The router and the OpenAPI document, built from one list of handlers.
+pub fn router_and_spec(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    let (routes, spec) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(reads::get_many))
+        .routes(routes!(
+            reads::get_one,
+            documents::put,
+            documents::patch,
+            documents::delete
+        ))
+        .routes(routes!(reads::fields))
+        .routes(routes!(reads::near))
+        .routes(routes!(reads::top))
+        .split_for_parts();
+    let json = Arc::new(
+        spec.to_pretty_json()
+            .expect("the OpenAPI document serialises"),
+    );
+    let router = routes
+        .route("/openapi.json", get(move || openapi_json(json.clone())))
         .fallback(
             |uri: axum::http::Uri| async move { ApiError::RouteNotFound(uri.path().to_owned()) },
         )
@@ -169,7 +179,20 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http())
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid));
+    (router, spec)
+}
+
+/// The router, separate from any listener so tests can drive it directly.
+pub fn router(state: AppState) -> Router {
+    router_and_spec(state).0
+}
+
+async fn openapi_json(json: Arc<String>) -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        (*json).clone(),
+    )
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -38,7 +38,11 @@ pub(crate) fn count(collection: &str, result: &'static str) {
 }
 
 impl Reader {
-    pub async fn get_one(self: &Arc<Self>, collection: &str, id: &str) -> Result<EntityAnswer, Arc<StoreError>> {
+    pub async fn get_one(
+        self: &Arc<Self>,
+        collection: &str,
+        id: &str,
+    ) -> Result<EntityAnswer, Arc<StoreError>> {
         let Some(read_key) = self.views.get(collection).and_then(|v| v.read_key(id)) else {
             return self.from_store(collection, id, CacheStatus::Bypass).await;
         };
@@ -46,12 +50,18 @@ impl Reader {
         match self.redis.get(&key).await {
             Ok(Some(json)) if json == ABSENT_MARKER => {
                 count(collection, "negative_hit");
-                Ok(EntityAnswer { entity: Entity::Absent, cache: CacheStatus::Hit })
+                Ok(EntityAnswer {
+                    entity: Entity::Absent,
+                    cache: CacheStatus::Hit,
+                })
             }
             Ok(Some(json)) => match version_of(&json) {
                 Some(version) => {
                     count(collection, "hit");
-                    Ok(EntityAnswer { entity: Entity::Found { json, version }, cache: CacheStatus::Hit })
+                    Ok(EntityAnswer {
+                        entity: Entity::Found { json, version },
+                        cache: CacheStatus::Hit,
+                    })
                 }
                 // Not a document this pipeline wrote: treat it as a miss and let the populate fix it.
                 None => self.miss(collection, id, &key).await,
@@ -64,16 +74,29 @@ impl Reader {
         }
     }
 
-    async fn miss(self: &Arc<Self>, collection: &str, id: &str, key: &str) -> Result<EntityAnswer, Arc<StoreError>> {
+    async fn miss(
+        self: &Arc<Self>,
+        collection: &str,
+        id: &str,
+        key: &str,
+    ) -> Result<EntityAnswer, Arc<StoreError>> {
         count(collection, "miss");
-        let flight = self.flights.run(key, || self.read_store(collection, id)).await;
+        let flight = self
+            .flights
+            .run(key, || self.read_store(collection, id))
+            .await;
         if flight.coalesced {
             metrics::counter!(COALESCED, "collection" => collection.to_owned()).increment(1);
         }
         if let Some(guard) = flight.guard {
             // Keep the flight open until Redis holds the value, so misses arriving meanwhile
             // share this read instead of reading the store again.
-            let (reader, collection, id, read) = (self.clone(), collection.to_owned(), id.to_owned(), flight.value.clone());
+            let (reader, collection, id, read) = (
+                self.clone(),
+                collection.to_owned(),
+                id.to_owned(),
+                flight.value.clone(),
+            );
             tokio::spawn(async move {
                 if let Some(state) = reader.store_state(&collection, &id, read).await {
                     reader.populator.fill(&collection, &id, state).await;
@@ -84,7 +107,12 @@ impl Reader {
         answer(flight.value, CacheStatus::Miss)
     }
 
-    async fn from_store(&self, collection: &str, id: &str, cache: CacheStatus) -> Result<EntityAnswer, Arc<StoreError>> {
+    async fn from_store(
+        &self,
+        collection: &str,
+        id: &str,
+        cache: CacheStatus,
+    ) -> Result<EntityAnswer, Arc<StoreError>> {
         count(collection, "bypass");
         answer(self.read_store(collection, id).await, cache)
     }
@@ -97,9 +125,16 @@ impl Reader {
     /// tombstone's) is needed so that the cached miss cannot hide a later create.
     async fn store_state(&self, collection: &str, id: &str, read: StoreRead) -> Option<StoreState> {
         match read {
-            Ok(Some(Versioned { version, document })) => Some(StoreState::Live { version, document }),
+            Ok(Some(Versioned { version, document })) => {
+                Some(StoreState::Live { version, document })
+            }
             Ok(None) => {
-                let latest_version = self.store.latest_version(collection, id).await.ok()?.unwrap_or(0);
+                let latest_version = self
+                    .store
+                    .latest_version(collection, id)
+                    .await
+                    .ok()?
+                    .unwrap_or(0);
                 Some(StoreState::Absent { latest_version })
             }
             Err(_) => None,
@@ -107,11 +142,18 @@ impl Reader {
     }
 
     /// Batch read: one MGET, the misses from one store query (populated in the background).
-    pub async fn get_many(self: &Arc<Self>, collection: &str, ids: &[String]) -> Result<(Vec<BatchItem>, CacheStatus), Arc<StoreError>> {
+    pub async fn get_many(
+        self: &Arc<Self>,
+        collection: &str,
+        ids: &[String],
+    ) -> Result<(Vec<BatchItem>, CacheStatus), Arc<StoreError>> {
         let view = self.views.get(collection);
         let keys: Option<Vec<String>> = ids
             .iter()
-            .map(|id| view.and_then(|v| v.read_key(id)).map(|k| self.layout.key(&k)))
+            .map(|id| {
+                view.and_then(|v| v.read_key(id))
+                    .map(|k| self.layout.key(&k))
+            })
             .collect();
         let cached = match keys {
             Some(keys) => self.redis.mget(&keys).await.ok(),
@@ -119,8 +161,19 @@ impl Reader {
         };
         let Some(cached) = cached else {
             count(collection, "bypass");
-            let found = self.store.get_many(collection, ids).await.map_err(Arc::new)?;
-            let items = ids.iter().zip(found).map(|(id, v)| BatchItem { id: id.clone(), document: v.map(raw) }).collect();
+            let found = self
+                .store
+                .get_many(collection, ids)
+                .await
+                .map_err(Arc::new)?;
+            let items = ids
+                .iter()
+                .zip(found)
+                .map(|(id, v)| BatchItem {
+                    id: id.clone(),
+                    document: v.map(raw),
+                })
+                .collect();
             return Ok((items, CacheStatus::Bypass));
         };
         let mut items = Vec::with_capacity(ids.len());
@@ -128,7 +181,10 @@ impl Reader {
         for (i, (id, value)) in ids.iter().zip(cached).enumerate() {
             let document = match value {
                 Some(json) if json == ABSENT_MARKER => None,
-                Some(json) => match String::from_utf8(json).ok().and_then(|s| RawValue::from_string(s).ok()) {
+                Some(json) => match String::from_utf8(json)
+                    .ok()
+                    .and_then(|s| RawValue::from_string(s).ok())
+                {
                     Some(raw) => Some(raw),
                     None => {
                         missing.push(i);
@@ -140,16 +196,24 @@ impl Reader {
                     None
                 }
             };
-            items.push(BatchItem { id: id.clone(), document });
+            items.push(BatchItem {
+                id: id.clone(),
+                document,
+            });
         }
         let hits = ids.len() - missing.len();
-        metrics::counter!(CACHE_REQUESTS, "collection" => collection.to_owned(), "result" => "hit").increment(hits as u64);
+        metrics::counter!(CACHE_REQUESTS, "collection" => collection.to_owned(), "result" => "hit")
+            .increment(hits as u64);
         if missing.is_empty() {
             return Ok((items, CacheStatus::Hit));
         }
         metrics::counter!(CACHE_REQUESTS, "collection" => collection.to_owned(), "result" => "miss").increment(missing.len() as u64);
         let missing_ids: Vec<String> = missing.iter().map(|&i| ids[i].clone()).collect();
-        let found = self.store.get_many(collection, &missing_ids).await.map_err(Arc::new)?;
+        let found = self
+            .store
+            .get_many(collection, &missing_ids)
+            .await
+            .map_err(Arc::new)?;
         let mut populate = Vec::new();
         for (&i, versioned) in missing.iter().zip(found) {
             if let Some(versioned) = versioned {
@@ -161,14 +225,21 @@ impl Reader {
         Ok((items, CacheStatus::Miss))
     }
 
-    pub(crate) fn populate_in_background(self: &Arc<Self>, collection: &str, found: Vec<(String, Versioned)>) {
+    pub(crate) fn populate_in_background(
+        self: &Arc<Self>,
+        collection: &str,
+        found: Vec<(String, Versioned)>,
+    ) {
         if found.is_empty() {
             return;
         }
         let (reader, collection) = (self.clone(), collection.to_owned());
         tokio::spawn(async move {
             for (id, Versioned { version, document }) in found {
-                reader.populator.fill(&collection, &id, StoreState::Live { version, document }).await;
+                reader
+                    .populator
+                    .fill(&collection, &id, StoreState::Live { version, document })
+                    .await;
             }
         });
     }

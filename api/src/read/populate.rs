@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cacheflow_shared::cache::{ApplyOutcome, CacheWriter, RedisCacheWriter, RedisWriterOptions, StoreState};
+use cacheflow_shared::cache::{
+    ApplyOutcome, CacheWriter, RedisCacheWriter, RedisWriterOptions, StoreState,
+};
 use cacheflow_shared::config::Settings;
 use cacheflow_shared::pipeline::Pipeline;
 use cacheflow_shared::redact::SecretUrl;
@@ -17,7 +19,9 @@ pub const POPULATE_TOTAL: &str = "cacheflow_cache_populate_total";
 /// Redis is down.
 pub struct Populator {
     writer: OnceCell<Arc<dyn CacheWriter>>,
-    connect: Arc<dyn Fn() -> futures::future::BoxFuture<'static, Option<Arc<dyn CacheWriter>>> + Send + Sync>,
+    connect: Arc<
+        dyn Fn() -> futures::future::BoxFuture<'static, Option<Arc<dyn CacheWriter>>> + Send + Sync,
+    >,
     negative_ttl: Duration,
 }
 
@@ -53,7 +57,12 @@ impl Populator {
 
     /// Populates Redis with `state` and returns what the apply did (`None` if Redis could not be
     /// reached: the next read simply misses again).
-    pub async fn fill(&self, collection: &str, id: &str, state: StoreState) -> Option<ApplyOutcome> {
+    pub async fn fill(
+        &self,
+        collection: &str,
+        id: &str,
+        state: StoreState,
+    ) -> Option<ApplyOutcome> {
         let writer = self.writer().await?;
         let outcome = writer.fill(collection, id, state, self.negative_ttl).await;
         let label = match &outcome {

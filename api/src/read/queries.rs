@@ -31,19 +31,35 @@ pub struct NearQuery {
 }
 
 impl Reader {
-    pub async fn near(self: &Arc<Self>, collection: &str, index: &GeoView, query: &NearQuery) -> Result<(Vec<Ranked>, CacheStatus), Arc<StoreError>> {
+    pub async fn near(
+        self: &Arc<Self>,
+        collection: &str,
+        index: &GeoView,
+        query: &NearQuery,
+    ) -> Result<(Vec<Ranked>, CacheStatus), Arc<StoreError>> {
         let key = match index.key.render("", &Document::new()) {
             Ok(key) => self.layout.key(&key),
             Err(_) => unreachable!("a geo index key has no fields that need a document"),
         };
-        match self.redis.geosearch(&key, query.lon, query.lat, query.radius_m, query.limit).await {
+        match self
+            .redis
+            .geosearch(&key, query.lon, query.lat, query.radius_m, query.limit)
+            .await
+        {
             Ok(members) => self.with_documents(collection, members).await,
             Err(err) => {
                 tracing::debug!(%err, "redis unavailable; nearby query from the store");
                 count(collection, "bypass");
                 let found = self
                     .store
-                    .near(collection, &index.field, query.lon, query.lat, query.radius_m, query.limit)
+                    .near(
+                        collection,
+                        &index.field,
+                        query.lon,
+                        query.lat,
+                        query.radius_m,
+                        query.limit,
+                    )
                     .await
                     .map_err(Arc::new)?;
                 Ok((ranked(found), CacheStatus::Bypass))
@@ -60,13 +76,19 @@ impl Reader {
         offset: usize,
         limit: usize,
     ) -> Result<(Vec<Ranked>, CacheStatus), Arc<StoreError>> {
-        let key = self.layout.key(&index.key.render("", params).map_err(|e| Arc::new(StoreError::Invalid(e)))?);
+        let key = self.layout.key(
+            &index
+                .key
+                .render("", params)
+                .map_err(|e| Arc::new(StoreError::Invalid(e)))?,
+        );
         match self.redis.top(&key, offset, limit).await {
             Ok(members) => self.with_documents(collection, members).await,
             Err(err) => {
                 tracing::debug!(%err, "redis unavailable; top query from the store");
                 count(collection, "bypass");
-                let equals: Vec<(String, Value)> = params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                let equals: Vec<(String, Value)> =
+                    params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
                 let found = self
                     .store
                     .top_by_score(collection, &index.score, &equals, offset, limit)
@@ -117,7 +139,11 @@ impl Reader {
     /// Attaches documents to index members with one MGET; members whose document is not cached
     /// come from one store query (and are populated). Members the store no longer has are left
     /// out: the index is behind a delete that is on its way.
-    async fn with_documents(self: &Arc<Self>, collection: &str, members: Vec<(String, f64)>) -> Result<(Vec<Ranked>, CacheStatus), Arc<StoreError>> {
+    async fn with_documents(
+        self: &Arc<Self>,
+        collection: &str,
+        members: Vec<(String, f64)>,
+    ) -> Result<(Vec<Ranked>, CacheStatus), Arc<StoreError>> {
         if members.is_empty() {
             count(collection, "hit");
             return Ok((Vec::new(), CacheStatus::Hit));
@@ -125,28 +151,42 @@ impl Reader {
         let view = self.views.get(collection);
         let keys: Vec<String> = members
             .iter()
-            .map(|(id, _)| view.and_then(|v| v.read_key(id)).map_or_else(String::new, |k| self.layout.key(&k)))
+            .map(|(id, _)| {
+                view.and_then(|v| v.read_key(id))
+                    .map_or_else(String::new, |k| self.layout.key(&k))
+            })
             .collect();
         let cached = if view.is_some_and(|v| v.read_key.is_some()) {
-            self.redis.mget(&keys).await.unwrap_or_else(|_| vec![None; members.len()])
+            self.redis
+                .mget(&keys)
+                .await
+                .unwrap_or_else(|_| vec![None; members.len()])
         } else {
             vec![None; members.len()]
         };
         let mut documents: Vec<Option<Box<RawValue>>> = cached
             .into_iter()
             .map(|json| match json {
-                Some(json) if json != ABSENT_MARKER => String::from_utf8(json).ok().and_then(|s| RawValue::from_string(s).ok()),
+                Some(json) if json != ABSENT_MARKER => String::from_utf8(json)
+                    .ok()
+                    .and_then(|s| RawValue::from_string(s).ok()),
                 _ => None,
             })
             .collect();
-        let missing: Vec<usize> = (0..members.len()).filter(|&i| documents[i].is_none()).collect();
+        let missing: Vec<usize> = (0..members.len())
+            .filter(|&i| documents[i].is_none())
+            .collect();
         let status = if missing.is_empty() {
             count(collection, "hit");
             CacheStatus::Hit
         } else {
             count(collection, "miss");
             let ids: Vec<String> = missing.iter().map(|&i| members[i].0.clone()).collect();
-            let found = self.store.get_many(collection, &ids).await.map_err(Arc::new)?;
+            let found = self
+                .store
+                .get_many(collection, &ids)
+                .await
+                .map_err(Arc::new)?;
             let mut populate = Vec::new();
             for (&i, versioned) in missing.iter().zip(found) {
                 if let Some(versioned) = versioned {
@@ -160,7 +200,13 @@ impl Reader {
         let ranked = members
             .into_iter()
             .zip(documents)
-            .filter_map(|((id, value), document)| document.map(|document| Ranked { id, value, document }))
+            .filter_map(|((id, value), document)| {
+                document.map(|document| Ranked {
+                    id,
+                    value,
+                    document,
+                })
+            })
             .collect();
         Ok((ranked, status))
     }
@@ -170,8 +216,18 @@ fn ranked(found: Vec<Scored>) -> Vec<Ranked> {
     found
         .into_iter()
         .map(|scored| {
-            let id = scored.document.document.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
-            Ranked { id, value: scored.value, document: raw(scored.document) }
+            let id = scored
+                .document
+                .document
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            Ranked {
+                id,
+                value: scored.value,
+                document: raw(scored.document),
+            }
         })
         .collect()
 }
@@ -189,7 +245,12 @@ fn pick(entity: super::entity::Entity, listed: &[String]) -> Option<Map<String, 
 fn pick_fields(document: &Document, listed: &[String]) -> Map<String, Value> {
     listed
         .iter()
-        .filter_map(|field| document.get(field).filter(|v| !v.is_null()).map(|v| (field.clone(), v.clone())))
+        .filter_map(|field| {
+            document
+                .get(field)
+                .filter(|v| !v.is_null())
+                .map(|v| (field.clone(), v.clone()))
+        })
         .collect()
 }
 
@@ -201,4 +262,3 @@ fn typed(field_type: Option<FieldType>, text: String) -> Value {
         Some(_) => serde_json::from_str(&text).unwrap_or(Value::String(text)),
     }
 }
-

@@ -26,7 +26,10 @@ impl RedisReads {
         match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(err)) => Err(RedisUnavailable(err.to_string())),
-            Err(_) => Err(RedisUnavailable(format!("no answer within {:?}", self.timeout))),
+            Err(_) => Err(RedisUnavailable(format!(
+                "no answer within {:?}",
+                self.timeout
+            ))),
         }
     }
 
@@ -47,7 +50,10 @@ impl RedisReads {
         };
         items
             .into_iter()
-            .map(|item| Option::<Vec<u8>>::from_redis_value(item).map_err(|e| RedisUnavailable(e.to_string())))
+            .map(|item| {
+                Option::<Vec<u8>>::from_redis_value(item)
+                    .map_err(|e| RedisUnavailable(e.to_string()))
+            })
             .collect()
     }
 

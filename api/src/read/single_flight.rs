@@ -34,7 +34,10 @@ pub struct FlightGuard<V> {
 impl<V> Drop for FlightGuard<V> {
     fn drop(&mut self) {
         let mut calls = lock(&self.calls);
-        if calls.get(&self.key).is_some_and(|c| Arc::ptr_eq(c, &self.cell)) {
+        if calls
+            .get(&self.key)
+            .is_some_and(|c| Arc::ptr_eq(c, &self.cell))
+        {
             calls.remove(&self.key);
         }
     }
@@ -43,7 +46,9 @@ impl<V> Drop for FlightGuard<V> {
 fn lock<V>(calls: &Calls<V>) -> std::sync::MutexGuard<'_, HashMap<String, Arc<OnceCell<V>>>> {
     // The map is only touched in short non-panicking sections; a poisoned lock still holds a
     // consistent map.
-    calls.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    calls
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl<V: Clone> Default for SingleFlight<V> {
@@ -123,7 +128,11 @@ mod tests {
             coalesced += usize::from(flight.coalesced);
             guards.extend(flight.guard);
         }
-        assert_eq!(guards.len(), 1, "only the caller that did the work holds the guard");
+        assert_eq!(
+            guards.len(),
+            1,
+            "only the caller that did the work holds the guard"
+        );
         // While the guard lives, a late caller still shares the value.
         let late = flights.run("hot", || async { 9 }).await;
         assert_eq!((late.value, late.coalesced), (7, true));

@@ -14,8 +14,32 @@ use serde_json::Value;
 
 use crate::error::ApiError;
 use crate::extract::{etag, write_precondition, EntityPath, JsonObject};
+use crate::openapi::{DocumentSchema, ErrorBody};
 use crate::state::AppState;
 
+#[utoipa::path(
+    put,
+    path = "/v1/{collection}/{id}",
+    tag = "writes",
+    params(
+        ("collection" = String, Path, description = "A collection of the pipeline"),
+        ("id" = String, Path, description = "Entity id, `[A-Za-z0-9_-]{1,128}`"),
+        ("If-Match" = Option<String>, Header, description = "`\"<version>\"` or `*`"),
+        ("If-None-Match" = Option<String>, Header, description = "`*`: create only"),
+    ),
+    request_body(content = DocumentSchema, description = "The whole document", content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created", body = DocumentSchema, headers(("ETag" = String), ("Location" = String))),
+        (status = 200, description = "Replaced", body = DocumentSchema, headers(("ETag" = String))),
+        (status = 400, description = "Invalid id, JSON, body or precondition header", body = ErrorBody),
+        (status = 404, description = "Unknown collection", body = ErrorBody),
+        (status = 412, description = "If-Match / If-None-Match did not hold", body = ErrorBody),
+        (status = 503, description = "The store is unavailable; retry after `Retry-After`", body = ErrorBody),
+        (status = 413, description = "Body over 1 MiB", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "A field breaks what a projection needs, or the body's id differs from the path's", body = ErrorBody),
+    )
+)]
 pub async fn put(
     State(state): State<AppState>,
     EntityPath { collection, id }: EntityPath,
@@ -34,6 +58,28 @@ pub async fn put(
     Ok(written(&collection.name, &id, outcome))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/{collection}/{id}",
+    tag = "writes",
+    params(
+        ("collection" = String, Path, description = "A collection of the pipeline"),
+        ("id" = String, Path, description = "Entity id, `[A-Za-z0-9_-]{1,128}`"),
+        ("If-Match" = Option<String>, Header, description = "`\"<version>\"` or `*`"),
+    ),
+    request_body(content = Object, description = "An RFC 7396 JSON merge patch", content_type = "application/merge-patch+json"),
+    responses(
+        (status = 200, description = "Merged", body = DocumentSchema, headers(("ETag" = String))),
+        (status = 400, description = "Invalid id, JSON, body or precondition header", body = ErrorBody),
+        (status = 404, description = "Unknown collection, or the entity is absent", body = ErrorBody),
+        (status = 412, description = "If-Match / If-None-Match did not hold", body = ErrorBody),
+        (status = 503, description = "The store is unavailable; retry after `Retry-After`", body = ErrorBody),
+        (status = 409, description = "Concurrent writers kept changing the entity; retry", body = ErrorBody),
+        (status = 413, description = "Body over 1 MiB", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "The merged document breaks what a projection needs", body = ErrorBody),
+    )
+)]
 pub async fn patch(
     State(state): State<AppState>,
     EntityPath { collection, id }: EntityPath,
@@ -61,6 +107,23 @@ pub async fn patch(
     Ok(written(&collection.name, &id, outcome))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/{collection}/{id}",
+    tag = "writes",
+    params(
+        ("collection" = String, Path, description = "A collection of the pipeline"),
+        ("id" = String, Path, description = "Entity id, `[A-Za-z0-9_-]{1,128}`"),
+        ("If-Match" = Option<String>, Header, description = "`\"<version>\"` or `*`"),
+    ),
+    responses(
+        (status = 204, description = "Deleted; the ETag is the tombstone's version", headers(("ETag" = String))),
+        (status = 400, description = "Invalid id, JSON, body or precondition header", body = ErrorBody),
+        (status = 404, description = "Unknown collection, or the entity is absent", body = ErrorBody),
+        (status = 412, description = "If-Match / If-None-Match did not hold", body = ErrorBody),
+        (status = 503, description = "The store is unavailable; retry after `Retry-After`", body = ErrorBody),
+    )
+)]
 pub async fn delete(
     State(state): State<AppState>,
     EntityPath { collection, id }: EntityPath,

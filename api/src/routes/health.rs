@@ -10,12 +10,22 @@ use serde_json::{json, Value};
 
 use crate::state::AppState;
 
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "The process is alive")))]
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// 200 when every dependency answers, 503 otherwise; the body names each dependency's state so an
 /// operator sees at once which one is down.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    responses(
+        (status = 200, description = "Store, Redis and NATS answer"),
+        (status = 503, description = "A dependency is down; the body names it"),
+    )
+)]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let timeout = state.dependency_timeout();
     let store = probe(timeout, async {
