@@ -159,6 +159,8 @@ fn geo_fields_id_placement_and_field_names_are_checked() {
     assert_eq!(err.path, "collections.Places");
     let err = Pipeline::from_toml("[collections.places.fields]\nid = \"string\"\n").unwrap_err();
     assert_eq!(err.path, "collections.places.fields.id");
+    let err = Pipeline::from_toml("[collections.dlq.fields]\nname = \"string\"\n").unwrap_err();
+    assert_eq!(err.path, "collections.dlq");
     let err = Pipeline::from_toml("").unwrap_err();
     assert_eq!(err.path, "collections");
 }

@@ -10,6 +10,9 @@ use crate::document::{ID_FIELD, VERSION_FIELD};
 
 type Invalid = (String, String);
 
+/// Collection names that would collide with other subjects of the stream.
+const RESERVED_COLLECTIONS: &[&str] = &["dlq"];
+
 pub(super) fn validate(spec: PipelineSpec) -> Result<Pipeline, Invalid> {
     if spec.collections.is_empty() {
         return Err((
@@ -26,6 +29,12 @@ pub(super) fn validate(spec: PipelineSpec) -> Result<Pipeline, Invalid> {
             return Err((
                 path,
                 "a collection name must match [a-z][a-z0-9_]{0,63}".into(),
+            ));
+        }
+        if RESERVED_COLLECTIONS.contains(&name.as_str()) {
+            return Err((
+                path,
+                format!("`{name}` is reserved (dead letters use the subjects `<prefix>.dlq.>`)"),
             ));
         }
         let collection = validate_collection(&name, collection, &path, &mut templates)?;
