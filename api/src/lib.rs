@@ -8,12 +8,14 @@
 //! - [`extract`]: request extractors (entity path, JSON body, conditional headers) that reject with
 //!   [`ApiError`].
 //! - [`error`]: the API's one error type with stable codes.
+//! - [`http_metrics`]: request counts and durations by route pattern and status class.
 //! - [`openapi`]: the OpenAPI document (`/openapi.json`), generated from the route annotations.
 //! - [`relay`]: the outbox relay that publishes committed events to JetStream.
 //! - [`state`]: the shared application state.
 
 pub mod error;
 pub mod extract;
+pub mod http_metrics;
 pub mod openapi;
 pub mod read;
 pub mod relay;

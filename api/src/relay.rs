@@ -17,6 +17,7 @@ use cacheflow_shared::config::{OutboxSettings, StreamSettings};
 use cacheflow_shared::events::{ensure_stream, EventPublisher};
 use cacheflow_shared::retry;
 use cacheflow_shared::store::{DocumentStore, PendingEvent};
+use cacheflow_shared::telemetry::names;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -28,9 +29,12 @@ pub struct OutboxRelay {
     /// storage comes back without the stream.
     stream_setup: Option<(async_nats::jetstream::Context, StreamSettings)>,
     stream_ready: bool,
+    pending_reported: Option<std::time::Instant>,
     wake: Arc<Notify>,
     settings: OutboxSettings,
 }
+
+const PENDING_GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What one round did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -51,6 +55,7 @@ impl OutboxRelay {
             publisher,
             stream_setup: None,
             stream_ready: false,
+            pending_reported: None,
             wake,
             settings,
         }
@@ -79,6 +84,7 @@ impl OutboxRelay {
                 self.pause(&mut backoff, &shutdown).await;
                 continue;
             }
+            self.report_pending().await;
             match self.round().await {
                 Ok(round) if round.failed > 0 => {
                     self.stream_ready = false;
@@ -130,6 +136,21 @@ impl OutboxRelay {
         }
     }
 
+    /// Updates the pending gauge, at most once per [`PENDING_GAUGE_INTERVAL`] (it costs a count
+    /// in the store).
+    async fn report_pending(&mut self) {
+        if self
+            .pending_reported
+            .is_some_and(|at| at.elapsed() < PENDING_GAUGE_INTERVAL)
+        {
+            return;
+        }
+        self.pending_reported = Some(std::time::Instant::now());
+        if let Ok(pending) = self.store.pending_count().await {
+            metrics::gauge!(names::OUTBOX_PENDING_EVENTS).set(pending as f64);
+        }
+    }
+
     async fn ensure_stream(&mut self) -> Result<(), String> {
         if let (false, Some((js, stream))) = (self.stream_ready, &self.stream_setup) {
             ensure_stream(js, stream).await.map_err(|e| e.to_string())?;
@@ -149,7 +170,10 @@ impl OutboxRelay {
         if batch.is_empty() {
             return Ok(Round::default());
         }
+        let started = std::time::Instant::now();
         let results = self.publisher.publish(&batch).await;
+        metrics::histogram!(names::OUTBOX_PUBLISH_DURATION_SECONDS)
+            .record(started.elapsed().as_secs_f64());
         let mut published = Vec::with_capacity(batch.len());
         let mut failed = 0;
         for (pending, result) in batch.into_iter().zip(results) {
@@ -165,6 +189,8 @@ impl OutboxRelay {
             .mark_published(&published)
             .await
             .map_err(|e| e.to_string())?;
+        metrics::counter!(names::OUTBOX_PUBLISHED_EVENTS_TOTAL).increment(published.len() as u64);
+        metrics::counter!(names::OUTBOX_PUBLISH_FAILURES_TOTAL).increment(failed as u64);
         Ok(Round {
             published: published.len(),
             failed,

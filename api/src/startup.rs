@@ -14,6 +14,8 @@ use cacheflow_shared::config::Settings;
 use cacheflow_shared::events::{self, JetStreamPublisher};
 use cacheflow_shared::pipeline::Pipeline;
 use cacheflow_shared::store::{self, instrumented::InstrumentedStore};
+use cacheflow_shared::telemetry::metrics::{install_recorder, serve_metrics};
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -25,6 +27,7 @@ use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::extract::MAX_BODY_BYTES;
+use crate::http_metrics;
 use crate::openapi::ApiDoc;
 use crate::read::populate::Populator;
 use crate::read::redis_reads::RedisReads;
@@ -39,6 +42,8 @@ const RELAY_DRAIN_DEADLINE: Duration = Duration::from_secs(5);
 
 pub struct Application {
     listener: TcpListener,
+    metrics_listener: TcpListener,
+    metrics: PrometheusHandle,
     router: Router,
     relay: OutboxRelay,
 }
@@ -60,6 +65,10 @@ impl Application {
         pipeline: Pipeline,
         listener: TcpListener,
     ) -> anyhow::Result<Self> {
+        let metrics = install_recorder();
+        let metrics_listener = TcpListener::bind(settings.metrics_addr)
+            .await
+            .with_context(|| format!("cannot listen on {} for metrics", settings.metrics_addr))?;
         let store = store::open(&settings.store_url, &pipeline, &settings.store)
             .await
             .with_context(|| format!("cannot open the store at {}", settings.store_url))?;
@@ -101,6 +110,8 @@ impl Application {
         });
         Ok(Self {
             listener,
+            metrics_listener,
+            metrics,
             router: router(state),
             relay,
         })
@@ -108,6 +119,13 @@ impl Application {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Where `/metrics` is served.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_listener
             .local_addr()
             .expect("a bound listener has an address")
     }
@@ -120,6 +138,11 @@ impl Application {
     ) -> anyhow::Result<()> {
         let stop = CancellationToken::new();
         let relay = tokio::spawn(self.relay.run(stop.clone(), RELAY_DRAIN_DEADLINE));
+        let metrics = tokio::spawn(serve_metrics(
+            self.metrics_listener,
+            self.metrics,
+            stop.clone(),
+        ));
         let signal = stop.clone();
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(async move {
@@ -129,6 +152,10 @@ impl Application {
             .await;
         stop.cancel();
         relay.await.context("the outbox relay task failed")?;
+        metrics
+            .await
+            .context("the metrics task failed")?
+            .context("the metrics endpoint failed")?;
         served.context("the HTTP server failed")
     }
 }
@@ -176,6 +203,7 @@ pub fn router_and_spec(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         )
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
+        .layer(axum::middleware::from_fn(http_metrics::record))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http())

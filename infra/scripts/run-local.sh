@@ -5,7 +5,7 @@
 #     their ports;
 #   - builds and (re)starts cacheflow-api and cacheflow-sync-worker in the background;
 #   - seeds 1,000 demo places on the first run;
-#   - starts Prometheus when it is installed and infra/prometheus.yml exists.
+#   - starts Prometheus when it is installed and infra/prometheus.local.yml exists.
 # Everything it creates lives under data/ (logs in data/logs, pid files in data/).
 # Idempotent: run it again to rebuild and restart the API and the worker.
 # Stop with infra/scripts/stop-local.sh.
@@ -173,14 +173,14 @@ else
 fi
 
 prometheus_started=0
-if command -v prometheus >/dev/null 2>&1 && [ -f infra/prometheus.yml ]; then
+if command -v prometheus >/dev/null 2>&1 && [ -f infra/prometheus.local.yml ]; then
     if live_pid "$DATA/prometheus.pid" prometheus >/dev/null; then
         prometheus_started=1
         say "prometheus: already running (started by an earlier run)"
     elif ! listening 127.0.0.1 9090; then
         say "prometheus: starting on $PROMETHEUS_ADDR (log data/logs/prometheus.log)"
         mkdir -p "$DATA/prometheus"
-        nohup prometheus --config.file=infra/prometheus.yml --storage.tsdb.path="$DATA/prometheus" \
+        nohup prometheus --config.file=infra/prometheus.local.yml --storage.tsdb.path="$DATA/prometheus" \
             --web.listen-address="$PROMETHEUS_ADDR" >>"$LOGS/prometheus.log" 2>&1 </dev/null &
         echo $! >"$DATA/prometheus.pid"
         prometheus_started=1

@@ -348,7 +348,9 @@ impl Settings {
         positive("reads.max_batch_ids", self.reads.max_batch_ids as u64)?;
         positive("reads.max_limit", self.reads.max_limit as u64)?;
         if !(self.reads.max_radius_m.is_finite() && self.reads.max_radius_m > 0.0) {
-            return Err(ConfigError("reads.max_radius_m must be a positive number".into()));
+            return Err(ConfigError(
+                "reads.max_radius_m must be a positive number".into(),
+            ));
         }
         positive("worker.retry_min_ms", self.worker.retry_min_ms)?;
         if self.worker.retry_min_ms > self.worker.retry_max_ms {

@@ -3,15 +3,20 @@
 //! subject, or when it is not an event at all (a dead letter coming round, see `consumer`). Anything else leaves the whole batch unacked for redelivery, which is harmless
 //! because applying is idempotent and version-checked.
 
+use std::time::Instant;
+
 use async_nats::jetstream::{self, Message};
 use backon::ExponentialBuilder;
 use cacheflow_shared::cache::{ApplyOutcome, CacheError, CacheWriter};
 use cacheflow_shared::event::Event;
+use cacheflow_shared::telemetry::names::UNKNOWN_COLLECTION as UNKNOWN_LABEL;
+use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use tracing::instrument;
 
 use crate::consumer::is_event_subject;
 use crate::dlq::{DeadLetter, UNKNOWN_COLLECTION};
+use crate::metrics::{Dependency, Outcome, WorkerMetrics};
 use crate::retry;
 use crate::stats::Stats;
 
@@ -22,6 +27,7 @@ pub struct BatchContext<'a> {
     pub subject_prefix: &'a str,
     pub backoff: ExponentialBuilder,
     pub shutdown: &'a CancellationToken,
+    pub metrics: &'a WorkerMetrics,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,10 +43,15 @@ pub enum BatchError {
 
 #[instrument(skip_all, fields(messages = messages.len()))]
 pub async fn process(ctx: &BatchContext<'_>, messages: Vec<Message>) -> Result<Stats, BatchError> {
+    let started = Instant::now();
     let mut stats = Stats {
         batches: 1,
         ..Stats::default()
     };
+    // Recorded once the batch's fate is sealed (just before the acks), like `stats`: an
+    // interrupted batch comes back and must not be counted twice.
+    let mut outcomes: Vec<(&str, Outcome)> = Vec::with_capacity(messages.len());
+    let mut lags: Vec<(&str, time::Duration)> = Vec::new();
     // (message index, event) for the decodable ones; dead letters for the others.
     let mut events = Vec::with_capacity(messages.len());
     let mut positions = Vec::with_capacity(messages.len());
@@ -49,6 +60,7 @@ pub async fn process(ctx: &BatchContext<'_>, messages: Vec<Message>) -> Result<S
         if !is_event_subject(ctx.subject_prefix, &message.subject) {
             // A dead letter (ours or another worker's) coming round: not an event.
             stats.skipped += 1;
+            outcomes.push((UNKNOWN_LABEL, Outcome::Skipped));
             continue;
         }
         match Event::decode(&message.payload) {
@@ -58,6 +70,7 @@ pub async fn process(ctx: &BatchContext<'_>, messages: Vec<Message>) -> Result<S
             }
             Err(err) => {
                 stats.dead_lettered += 1;
+                outcomes.push((UNKNOWN_LABEL, Outcome::DeadLettered));
                 let reason = format!("undecodable event: {err}");
                 tracing::warn!(subject = %message.subject, %reason, "dead-lettering a poison event");
                 dead.push(DeadLetter::new(
@@ -71,8 +84,9 @@ pub async fn process(ctx: &BatchContext<'_>, messages: Vec<Message>) -> Result<S
     }
 
     if !events.is_empty() {
-        let outcomes = retry::until_shutdown(
+        let applied = retry::until_shutdown(
             "applying a batch to redis",
+            Dependency::Redis,
             ctx.backoff,
             ctx.shutdown,
             CacheError::is_retryable,
@@ -86,8 +100,14 @@ pub async fn process(ctx: &BatchContext<'_>, messages: Vec<Message>) -> Result<S
                 BatchError::Fatal(err)
             }
         })?;
-        for ((event, index), outcome) in events.iter().zip(&positions).zip(&outcomes) {
+        let now = OffsetDateTime::now_utc();
+        for ((event, index), outcome) in events.iter().zip(&positions).zip(&applied) {
             stats.count(outcome);
+            let counted = Outcome::of(outcome);
+            outcomes.push((&event.collection, counted));
+            if matches!(counted, Outcome::Applied | Outcome::Deleted) {
+                lags.push((&event.collection, now - event.occurred_at));
+            }
             if let ApplyOutcome::Rejected(err) = outcome {
                 let reason = err.to_string();
                 tracing::warn!(
@@ -107,6 +127,7 @@ pub async fn process(ctx: &BatchContext<'_>, messages: Vec<Message>) -> Result<S
     for letter in &dead {
         retry::until_shutdown(
             "publishing a dead letter",
+            Dependency::Nats,
             ctx.backoff,
             ctx.shutdown,
             |_| true,
@@ -116,6 +137,12 @@ pub async fn process(ctx: &BatchContext<'_>, messages: Vec<Message>) -> Result<S
         .map_err(|_| BatchError::Interrupted)?;
     }
 
+    for (collection, outcome) in outcomes {
+        ctx.metrics.events(collection, outcome, 1);
+    }
+    for (collection, lag) in lags {
+        ctx.metrics.lag(collection, lag);
+    }
     for message in &messages {
         // A lost ack only means a redelivery, which the version check turns into a no-op.
         if let Err(err) = message.ack().await {
@@ -123,6 +150,7 @@ pub async fn process(ctx: &BatchContext<'_>, messages: Vec<Message>) -> Result<S
             tracing::warn!(error = %err, subject = %message.subject, "ack failed; the event will be redelivered");
         }
     }
+    ctx.metrics.batch(messages.len(), started.elapsed());
     tracing::debug!(?stats, "batch done");
     Ok(stats)
 }

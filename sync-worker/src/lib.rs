@@ -8,9 +8,12 @@
 //!
 //! - [`cli`]: the command line (`run`, the default).
 //! - [`worker`]: start-up (connect, bind the consumer, load the script, each retried) and the
-//!   fetch → apply → ack loop; returns the run's [`stats::Stats`].
+//!   fetch → apply → ack loop; returns the run's [`stats::Stats`]. The binary runs it with the
+//!   metrics endpoint ([`run_with_metrics`]).
 //! - [`consumer`]: the durable pull consumer's configuration and one bounded fetch.
 //! - [`batch`]: one batch from messages to acks; the only place that acks.
+//! - [`metrics`]: the worker's Prometheus metrics (outcomes, retries, batches, sync lag, consumer
+//!   pending counts); [`run_with_metrics`] serves them on `METRICS_ADDR`.
 //! - [`dlq`]: dead letters on `<subject_prefix>.dlq.<collection>.<stream seq>` with reason headers.
 //! - [`retry`]: unlimited, jittered, shutdown-aware retries (backon) for every external call.
 //! - [`shutdown`]: one cancellation token, cancelled by SIGTERM or Ctrl-C.
@@ -20,9 +23,10 @@ pub mod batch;
 pub mod cli;
 pub mod consumer;
 pub mod dlq;
+pub mod metrics;
 pub mod retry;
 pub mod shutdown;
 pub mod stats;
 pub mod worker;
 
-pub use worker::{run, WorkerError};
+pub use worker::{run, run_with_metrics, WorkerError};

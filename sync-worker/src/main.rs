@@ -11,6 +11,7 @@ use cacheflow_shared::telemetry;
 use cacheflow_sync_worker::cli::{Cli, Command};
 use cacheflow_sync_worker::shutdown;
 use clap::Parser;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
@@ -43,7 +44,17 @@ async fn start(command: Command, token: CancellationToken) -> anyhow::Result<()>
     })?;
     match command {
         Command::Run => {
-            cacheflow_sync_worker::run(settings, Arc::new(pipeline), token).await?;
+            // Bound before the run: a taken port is a configuration error, reported at once.
+            let metrics = TcpListener::bind(settings.metrics_addr)
+                .await
+                .with_context(|| {
+                    format!(
+                        "binding the metrics endpoint on METRICS_ADDR = {}",
+                        settings.metrics_addr
+                    )
+                })?;
+            cacheflow_sync_worker::run_with_metrics(settings, Arc::new(pipeline), metrics, token)
+                .await?;
         }
     }
     Ok(())

@@ -11,6 +11,8 @@ use backon::{ExponentialBuilder, Retryable};
 use cacheflow_shared::config::WorkerSettings;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::{self, Dependency};
+
 /// The worker's backoff: from `retry_min` doubling to `retry_max`, jittered, unlimited.
 pub fn forever(settings: &WorkerSettings) -> ExponentialBuilder {
     cacheflow_shared::retry::backoff(settings.retry_min(), settings.retry_max(), usize::MAX)
@@ -20,9 +22,11 @@ pub fn forever(settings: &WorkerSettings) -> ExponentialBuilder {
 /// Runs `op` until it succeeds, fails with an error `retryable` rejects, or shutdown is
 /// requested (then the last error is returned; check the token to tell the cases apart). The
 /// first attempt always runs, so a batch in flight at shutdown still gets its chance; after
-/// shutdown one more attempt may run (the cut-short wait) before giving up.
+/// shutdown one more attempt may run (the cut-short wait) before giving up. Each retry is
+/// logged and counted against `dependency` (`cacheflow_worker_retries_total{reason}`).
 pub async fn until_shutdown<T, E, Fut>(
     what: &'static str,
+    dependency: Dependency,
     backoff: ExponentialBuilder,
     shutdown: &CancellationToken,
     mut retryable: impl FnMut(&E) -> bool,
@@ -45,6 +49,7 @@ where
         })
         .when(|err| retryable(err) && !shutdown.is_cancelled())
         .notify(|err, delay| {
+            metrics::retried(dependency);
             tracing::warn!(error = %err, retry_in = ?delay, "{what} failed; retrying");
         })
         .await
@@ -71,6 +76,7 @@ mod tests {
         let started = tokio::time::Instant::now();
         let result = until_shutdown(
             "op",
+            Dependency::Redis,
             forever(&settings()),
             &token,
             |_: &String| true,
@@ -97,6 +103,7 @@ mod tests {
         let calls = AtomicUsize::new(0);
         let result: Result<(), String> = until_shutdown(
             "op",
+            Dependency::Nats,
             forever(&settings()),
             &token,
             |e: &String| e == "down",
@@ -116,6 +123,7 @@ mod tests {
         });
         let result: Result<(), String> = until_shutdown(
             "op",
+            Dependency::Nats,
             forever(&settings()),
             &token,
             |_| true,

@@ -26,6 +26,8 @@ impl Stats {
             ApplyOutcome::Applied => self.applied += 1,
             ApplyOutcome::Deleted => self.deleted += 1,
             ApplyOutcome::Stale => self.stale += 1,
+            // Only cache-aside populates leave absent markers; events never do.
+            ApplyOutcome::Absent => self.stale += 1,
             ApplyOutcome::Rejected(_) => self.dead_lettered += 1,
         }
     }

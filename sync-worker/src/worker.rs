@@ -14,11 +14,14 @@ use cacheflow_shared::cache::{CacheWriter, RedisCacheWriter, RedisWriterOptions}
 use cacheflow_shared::config::Settings;
 use cacheflow_shared::events;
 use cacheflow_shared::pipeline::Pipeline;
+use cacheflow_shared::telemetry;
 use futures::{Stream, StreamExt};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::{self, BatchContext, BatchError};
 use crate::consumer;
+use crate::metrics::{self, Dependency, WorkerMetrics};
 use crate::retry;
 use crate::stats::Stats;
 
@@ -38,6 +41,36 @@ pub enum WorkerError {
     Cache(#[from] cacheflow_shared::cache::CacheError),
 }
 
+/// What the binary runs: [`run`], with the Prometheus recorder installed and `GET /metrics`
+/// served on `metrics_listener` until the run ends.
+pub async fn run_with_metrics(
+    settings: Settings,
+    pipeline: Arc<Pipeline>,
+    metrics_listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<Stats, WorkerError> {
+    let handle = telemetry::install_recorder();
+    match metrics_listener.local_addr() {
+        Ok(addr) => tracing::info!(%addr, "serving metrics on /metrics"),
+        Err(err) => tracing::warn!(error = %err, "serving metrics on an unknown address"),
+    }
+    // Its own token: a run ending with an error must stop the endpoint too.
+    let stop_serving = shutdown.child_token();
+    let server = tokio::spawn(telemetry::serve_metrics(
+        metrics_listener,
+        handle,
+        stop_serving.clone(),
+    ));
+    let result = run(settings, pipeline, shutdown).await;
+    stop_serving.cancel();
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::warn!(error = %err, "the metrics endpoint failed"),
+        Err(err) => tracing::warn!(error = %err, "the metrics endpoint panicked"),
+    }
+    result
+}
+
 /// Runs the worker until `shutdown` is cancelled; returns what it did. A dependency that is down
 /// is waited for, never a reason to exit; only a permanent error (a bad URL, Redis refusing the
 /// worker) ends the run early.
@@ -51,8 +84,10 @@ pub async fn run(
     let mut js = jetstream::new(client.clone());
     js.set_timeout(settings.nats.timeout());
 
+    let metrics = WorkerMetrics::new(&pipeline);
     let Ok(consumer) = retry::until_shutdown(
         "binding the consumer",
+        Dependency::Nats,
         backoff,
         &shutdown,
         |_| true,
@@ -72,6 +107,7 @@ pub async fn run(
     let options = RedisWriterOptions::from_settings(&settings);
     let writer = match retry::until_shutdown(
         "connecting to redis",
+        Dependency::Redis,
         backoff,
         &shutdown,
         cacheflow_shared::cache::CacheError::is_retryable,
@@ -100,8 +136,18 @@ pub async fn run(
         subject_prefix: &settings.stream.subject_prefix,
         backoff,
         shutdown: &shutdown,
+        metrics: &metrics,
     };
-    let result = consume(&ctx, &consumer, &settings).await;
+    // The consumer's pending counts are polled alongside, until the loop has ended.
+    let polling = shutdown.child_token();
+    let (result, ()) = tokio::join!(
+        async {
+            let result = consume(&ctx, &consumer, &settings).await;
+            polling.cancel();
+            result
+        },
+        metrics.poll_consumer(&consumer, &polling),
+    );
     // Acks are fire-and-forget publishes: push the last ones out before the process exits.
     if let Err(err) = client.flush().await {
         tracing::warn!(error = %err, "flushing the last acks failed; those events will be redelivered");
@@ -161,6 +207,7 @@ fn batches<'a>(
                 Ok(fetched) => fetched,
                 Err(err) => {
                     let delay = failures.next().unwrap_or(settings.worker.retry_max());
+                    metrics::retried(Dependency::Nats);
                     tracing::warn!(error = %err, retry_in = ?delay, "pull request failed; retrying");
                     pause(ctx.shutdown, delay).await;
                     continue;

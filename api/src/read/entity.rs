@@ -7,10 +7,11 @@ use cacheflow_shared::cache::{StoreState, ABSENT_MARKER};
 use cacheflow_shared::store::{StoreError, Versioned};
 use serde_json::value::RawValue;
 
-use super::{version_of, CacheStatus, Reader, StoreRead};
+use super::{version_of, CacheStatus, Fetched, Reader, StoreRead};
 
-pub const CACHE_REQUESTS: &str = "cacheflow_cache_requests_total";
-pub const COALESCED: &str = "cacheflow_singleflight_coalesced_total";
+use cacheflow_shared::telemetry::names::{
+    CACHE_REQUESTS_TOTAL as CACHE_REQUESTS, SINGLEFLIGHT_COALESCED_TOTAL as COALESCED,
+};
 
 /// One entity as read: its JSON and version, or absent.
 #[derive(Debug)]
@@ -44,7 +45,7 @@ impl Reader {
         id: &str,
     ) -> Result<EntityAnswer, Arc<StoreError>> {
         let Some(read_key) = self.views.get(collection).and_then(|v| v.read_key(id)) else {
-            return self.from_store(collection, id, CacheStatus::Bypass).await;
+            return self.store_answer(collection, id, CacheStatus::Bypass).await;
         };
         let key = self.layout.key(&read_key);
         match self.redis.get(&key).await {
@@ -69,7 +70,7 @@ impl Reader {
             Ok(None) => self.miss(collection, id, &key).await,
             Err(err) => {
                 tracing::debug!(%err, "redis unavailable; reading from the store");
-                self.from_store(collection, id, CacheStatus::Bypass).await
+                self.store_answer(collection, id, CacheStatus::Bypass).await
             }
         }
     }
@@ -83,19 +84,20 @@ impl Reader {
         count(collection, "miss");
         let flight = self
             .flights
-            .run(key, || self.read_store(collection, id))
+            .run(key, || self.recheck_then_read_store(collection, id, key))
             .await;
         if flight.coalesced {
             metrics::counter!(COALESCED, "collection" => collection.to_owned()).increment(1);
         }
-        if let Some(guard) = flight.guard {
+        let Fetched { read, from_store } = flight.value;
+        if let Some(guard) = flight.guard.filter(|_| from_store) {
             // Keep the flight open until Redis holds the value, so misses arriving meanwhile
             // share this read instead of reading the store again.
             let (reader, collection, id, read) = (
                 self.clone(),
                 collection.to_owned(),
                 id.to_owned(),
-                flight.value.clone(),
+                read.clone(),
             );
             tokio::spawn(async move {
                 if let Some(state) = reader.store_state(&collection, &id, read).await {
@@ -104,10 +106,37 @@ impl Reader {
                 drop(guard);
             });
         }
-        answer(flight.value, CacheStatus::Miss)
+        answer(read, CacheStatus::Miss)
     }
 
-    async fn from_store(
+    /// A new flight may start just after the previous one populated Redis (the caller's GET
+    /// missed before the populate landed): look once more before reading the store.
+    async fn recheck_then_read_store(&self, collection: &str, id: &str, key: &str) -> Fetched {
+        if let Ok(Some(json)) = self.redis.get(key).await {
+            if json == ABSENT_MARKER {
+                return Fetched {
+                    read: Ok(None),
+                    from_store: false,
+                };
+            }
+            if let Ok(document) =
+                serde_json::from_slice::<cacheflow_shared::document::Document>(&json)
+            {
+                if let Some(version) = version_of(&json) {
+                    return Fetched {
+                        read: Ok(Some(Versioned { version, document })),
+                        from_store: false,
+                    };
+                }
+            }
+        }
+        Fetched {
+            read: self.read_store(collection, id).await,
+            from_store: true,
+        }
+    }
+
+    async fn store_answer(
         &self,
         collection: &str,
         id: &str,

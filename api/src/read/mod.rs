@@ -46,15 +46,22 @@ impl CacheStatus {
     }
 }
 
-/// The shared result of one single-flight store read. Errors are shared as text: every waiter
-/// answers 503 alike.
+/// A store read's result, shared by every waiter of a single flight (so is its error).
 pub type StoreRead = Result<Option<Versioned>, Arc<StoreError>>;
+
+/// What a single flight fetched, and whether it had to ask the store for it.
+#[derive(Clone)]
+pub struct Fetched {
+    pub read: StoreRead,
+    /// False when a re-check found Redis already populated: nothing to populate then.
+    pub from_store: bool,
+}
 
 pub struct Reader {
     pub(crate) redis: RedisReads,
     pub(crate) store: Arc<dyn DocumentStore>,
     pub(crate) layout: KeyLayout,
-    pub(crate) flights: SingleFlight<StoreRead>,
+    pub(crate) flights: SingleFlight<Fetched>,
     pub(crate) populator: Populator,
     pub(crate) views: views::Views,
 }

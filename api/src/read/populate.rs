@@ -13,46 +13,42 @@ use cacheflow_shared::pipeline::Pipeline;
 use cacheflow_shared::redact::SecretUrl;
 use tokio::sync::OnceCell;
 
-pub const POPULATE_TOTAL: &str = "cacheflow_cache_populate_total";
+use cacheflow_shared::telemetry::names::CACHE_POPULATE_TOTAL as POPULATE_TOTAL;
 
 /// Connects the cache writer on first use, so the API starts (and serves from the store) while
 /// Redis is down.
 pub struct Populator {
     writer: OnceCell<Arc<dyn CacheWriter>>,
-    connect: Arc<
-        dyn Fn() -> futures::future::BoxFuture<'static, Option<Arc<dyn CacheWriter>>> + Send + Sync,
-    >,
+    url: SecretUrl,
+    pipeline: Arc<Pipeline>,
+    options: RedisWriterOptions,
     negative_ttl: Duration,
 }
 
 impl Populator {
     pub fn new(settings: &Settings, pipeline: Arc<Pipeline>) -> Self {
-        let url: SecretUrl = settings.redis_url.clone();
-        let options = RedisWriterOptions::from_settings(settings);
-        let connect = Arc::new(move || {
-            let (url, pipeline, options) = (url.clone(), pipeline.clone(), options.clone());
-            Box::pin(async move {
-                match RedisCacheWriter::connect(&url, pipeline, options).await {
-                    Ok(writer) => Some(Arc::new(writer) as Arc<dyn CacheWriter>),
-                    Err(err) => {
-                        tracing::warn!(%err, "cache writer not connected; populate skipped");
-                        None
-                    }
-                }
-            }) as futures::future::BoxFuture<'static, _>
-        });
         Self {
             writer: OnceCell::new(),
-            connect,
+            url: settings.redis_url.clone(),
+            pipeline,
+            options: RedisWriterOptions::from_settings(settings),
             negative_ttl: settings.reads.negative_ttl(),
         }
     }
 
     async fn writer(&self) -> Option<&Arc<dyn CacheWriter>> {
-        self.writer
-            .get_or_try_init(|| async { (self.connect)().await.ok_or(()) })
-            .await
-            .ok()
+        let connect = || async {
+            match RedisCacheWriter::connect(&self.url, self.pipeline.clone(), self.options.clone())
+                .await
+            {
+                Ok(writer) => Ok(Arc::new(writer) as Arc<dyn CacheWriter>),
+                Err(err) => {
+                    tracing::warn!(%err, "cache writer not connected; populate skipped");
+                    Err(())
+                }
+            }
+        };
+        self.writer.get_or_try_init(connect).await.ok()
     }
 
     /// Populates Redis with `state` and returns what the apply did (`None` if Redis could not be

@@ -18,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 pub struct TestApp {
     pub base: String,
+    /// `http://<metrics addr>/metrics`.
+    pub metrics_url: String,
     pub client: reqwest::Client,
     pub nats: NatsServer,
     pub settings: Settings,
@@ -39,6 +41,7 @@ pub fn test_settings(dir: &std::path::Path, nats_url: &str, redis_url: &str) -> 
     settings.redis_url = SecretUrl::new(redis_url);
     settings.nats_url = SecretUrl::new(nats_url);
     settings.api_addr = ([127, 0, 0, 1], 0).into();
+    settings.metrics_addr = ([127, 0, 0, 1], 0).into();
     settings.pipeline_config = pipeline_path();
     settings.stream.name = unique_name("stream");
     settings.stream.subject_prefix = unique_name("evt");
@@ -68,6 +71,7 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> TestApp {
     customise(&mut settings);
     let mut app = TestApp {
         base: String::new(),
+        metrics_url: String::new(),
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
@@ -92,6 +96,7 @@ impl TestApp {
             .await
             .expect("the application builds");
         self.base = format!("http://{}", app.local_addr());
+        self.metrics_url = format!("http://{}/metrics", app.metrics_addr());
         self.stop = CancellationToken::new();
         let stop = self.stop.clone();
         self.server = Some(tokio::spawn(

@@ -14,8 +14,9 @@ use super::{
 };
 use crate::document::Document;
 
-pub const OPERATION_DURATION: &str = "cacheflow_store_operation_duration_seconds";
-pub const ERRORS: &str = "cacheflow_store_errors_total";
+use crate::telemetry::names::{
+    STORE_ERRORS_TOTAL as ERRORS, STORE_OPERATION_DURATION_SECONDS as OPERATION_DURATION,
+};
 
 pub struct InstrumentedStore {
     inner: Arc<dyn DocumentStore>,
@@ -40,7 +41,9 @@ async fn timed<T>(
             StoreError::Conflict => Some("conflict"),
             StoreError::Internal(_) => Some("internal"),
             // Answers about the request, not failures of the store.
-            StoreError::NotFound | StoreError::PreconditionFailed { .. } | StoreError::Invalid(_) => None,
+            StoreError::NotFound
+            | StoreError::PreconditionFailed { .. }
+            | StoreError::Invalid(_) => None,
         };
         if let Some(kind) = kind {
             metrics::counter!(ERRORS, "op" => op, "kind" => kind).increment(1);
@@ -58,7 +61,11 @@ impl DocumentStore for InstrumentedStore {
         document: Document,
         precondition: Precondition,
     ) -> Result<WriteOutcome, StoreError> {
-        timed("put", self.inner.put(collection, id, document, precondition)).await
+        timed(
+            "put",
+            self.inner.put(collection, id, document, precondition),
+        )
+        .await
     }
 
     async fn patch(
@@ -69,7 +76,12 @@ impl DocumentStore for InstrumentedStore {
         precondition: Precondition,
         validate: Validator,
     ) -> Result<WriteOutcome, StoreError> {
-        timed("patch", self.inner.patch(collection, id, patch, precondition, validate)).await
+        timed(
+            "patch",
+            self.inner
+                .patch(collection, id, patch, precondition, validate),
+        )
+        .await
     }
 
     async fn delete(
@@ -126,7 +138,9 @@ impl DocumentStore for InstrumentedStore {
         offset: usize,
         limit: usize,
     ) -> Result<Vec<Scored>, StoreError> {
-        let call = self.inner.top_by_score(collection, score_field, equals, offset, limit);
+        let call = self
+            .inner
+            .top_by_score(collection, score_field, equals, offset, limit);
         timed("top", call).await
     }
 
@@ -139,7 +153,12 @@ impl DocumentStore for InstrumentedStore {
         radius_m: f64,
         limit: usize,
     ) -> Result<Vec<Scored>, StoreError> {
-        timed("near", self.inner.near(collection, field, lon, lat, radius_m, limit)).await
+        timed(
+            "near",
+            self.inner
+                .near(collection, field, lon, lat, radius_m, limit),
+        )
+        .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

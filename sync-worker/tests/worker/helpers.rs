@@ -44,12 +44,16 @@ impl TestEnv {
     }
 
     pub async fn with_redis(name: &str, redis_url: &str) -> Self {
+        Self::with_servers(name, redis_url, &cacheflow_testkit::shared_nats().url()).await
+    }
+
+    /// A namespace on the given servers (private ones, for tests that stop them).
+    pub async fn with_servers(name: &str, redis_url: &str, nats_url: &str) -> Self {
         init_logs();
-        let nats = cacheflow_testkit::shared_nats();
         let ns = unique_name(name);
         let mut settings = Settings::defaults(Role::Worker);
         settings.redis_url = cacheflow_shared::redact::SecretUrl::new(redis_url);
-        settings.nats_url = cacheflow_shared::redact::SecretUrl::new(nats.url());
+        settings.nats_url = cacheflow_shared::redact::SecretUrl::new(nats_url);
         settings.pipeline_config = pipeline_path();
         settings.stream.name = ns.clone();
         settings.stream.subject_prefix = ns.clone();
@@ -62,7 +66,7 @@ impl TestEnv {
         settings.worker.fetch_wait_ms = 200;
         settings.worker.retry_min_ms = 20;
         settings.worker.retry_max_ms = 300;
-        let client = async_nats::connect(nats.url())
+        let client = async_nats::connect(nats_url)
             .await
             .expect("connect to nats");
         let js = jetstream::new(client);
@@ -99,6 +103,8 @@ impl TestEnv {
             ("REDIS_URL", s.redis_url.expose().to_owned()),
             ("NATS_URL", s.nats_url.expose().to_owned()),
             ("PIPELINE_CONFIG", pipeline_path().display().to_string()),
+            // Any free port: several workers run at once (the address is logged).
+            ("METRICS_ADDR", "127.0.0.1:0".to_owned()),
             ("CACHEFLOW_STREAM__NAME", s.stream.name.clone()),
             (
                 "CACHEFLOW_STREAM__SUBJECT_PREFIX",

@@ -6,6 +6,8 @@
 //! - `dead_letters`: poison events reach the DLQ subject with their reason; the worker moves on.
 //! - `outages`: Redis stopped and restarted under a running worker.
 //! - `processes`: the real binary: SIGKILL mid-run, three workers on one consumer, SIGTERM.
+//! - `observability`: the real binary's `/metrics` after a workload with outages: every worker
+//!   metric (and every one a dashboard uses), values that match, `promtool check metrics` clean.
 
 mod gen;
 mod helpers;
@@ -13,6 +15,7 @@ mod process;
 mod state;
 
 mod dead_letters;
+mod observability;
 mod outages;
 mod processes;
 mod projections;

@@ -1,5 +1,18 @@
-//! Tracing set-up shared by both binaries: an env filter (`RUST_LOG` wins over the configured
-//! filter) and optional JSON output.
+//! Telemetry shared by both binaries.
+//!
+//! - this module: tracing set-up ([`init`]): an env filter (`RUST_LOG` wins over the configured
+//!   filter) and optional JSON output.
+//! - [`names`]: every metric name, label name and label value set (`cacheflow_*`).
+//! - [`metrics`](mod@metrics): the process-global Prometheus recorder ([`install_recorder`]), the
+//!   description of every metric, and the `GET /metrics` endpoint ([`serve_metrics`]).
+//! - [`dashboards`]: the metric names Grafana dashboards query and a scrape holds, for tests.
+
+pub mod dashboards;
+pub mod metrics;
+pub mod names;
+
+pub use self::metrics::{describe_all, install_recorder, serve_metrics};
+pub use dashboards::dashboard_metric_names;
 
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
