@@ -17,9 +17,9 @@ use async_trait::async_trait;
 
 use crate::event::Event;
 
+pub use self::redis::ABSENT_MARKER;
 pub use self::redis::{KeyLayout, RedisCacheWriter, RedisWriterOptions};
 pub use error::{CacheError, CacheErrorKind};
-pub use self::redis::ABSENT_MARKER;
 pub use plan::{
     plan, Action, Fallback, GeoMember, HashValue, Plan, Projections, ScoredMember, StringValue,
 };
@@ -58,23 +58,36 @@ pub trait CacheWriter: Send + Sync + 'static {
     /// lost the string to a TTL), or, for an absent entity, an "absent" marker under its read key
     /// for `negative_ttl`. A slow populate can never overwrite a newer version or resurrect a
     /// deleted entity: the script compares versions inside Redis.
-    async fn fill(&self, collection: &str, id: &str, state: StoreState, negative_ttl: std::time::Duration) -> Result<ApplyOutcome, CacheError>;
+    async fn fill(
+        &self,
+        collection: &str,
+        id: &str,
+        state: StoreState,
+        negative_ttl: std::time::Duration,
+    ) -> Result<ApplyOutcome, CacheError>;
 }
 
 /// What the store said about an entity when the API read it.
 #[derive(Debug, Clone)]
 pub enum StoreState {
     /// Live at this version with this document (including `id` and `version`).
-    Live { version: u64, document: crate::document::Document },
+    Live {
+        version: u64,
+        document: crate::document::Document,
+    },
     /// Absent; `latest_version` is its tombstone's version, or 0 if never written.
     Absent { latest_version: u64 },
 }
 
 /// The key an entity is read from: the first `string` projection whose key needs only `{id}`.
 /// `None` when the collection has no such projection (its reads go to the store).
-pub fn read_key_template(collection: &crate::pipeline::Collection) -> Option<&crate::pipeline::KeyTemplate> {
+pub fn read_key_template(
+    collection: &crate::pipeline::Collection,
+) -> Option<&crate::pipeline::KeyTemplate> {
     collection.projections.iter().find_map(|p| match &p.kind {
-        crate::pipeline::ProjectionKind::String { key, .. } if key.fields().all(|f| f == "id") => Some(key),
+        crate::pipeline::ProjectionKind::String { key, .. } if key.fields().all(|f| f == "id") => {
+            Some(key)
+        }
         _ => None,
     })
 }

@@ -24,12 +24,14 @@ pub use keys::KeyLayout;
 /// JSON objects, so an empty string can never be one.
 pub const ABSENT_MARKER: &[u8] = b"";
 
-use super::{plan, read_key_template, ApplyOutcome, CacheError, CacheErrorKind, CacheWriter, StoreState};
-use script::Mode;
+use super::{
+    plan, read_key_template, ApplyOutcome, CacheError, CacheErrorKind, CacheWriter, StoreState,
+};
 use crate::config::Settings;
 use crate::event::Event;
 use crate::pipeline::Pipeline;
 use crate::redact::SecretUrl;
+use script::Mode;
 
 #[derive(Debug, Clone)]
 pub struct RedisWriterOptions {
@@ -149,7 +151,9 @@ impl CacheWriter for RedisCacheWriter {
         match state {
             StoreState::Live { version, document } => {
                 let event = Event::upsert(collection, id, version, document);
-                let mut outcomes = self.apply_events(std::slice::from_ref(&event), Mode::Fill).await?;
+                let mut outcomes = self
+                    .apply_events(std::slice::from_ref(&event), Mode::Fill)
+                    .await?;
                 Ok(outcomes.pop().expect("one outcome per event"))
             }
             StoreState::Absent { latest_version } => {
@@ -173,10 +177,15 @@ impl CacheWriter for RedisCacheWriter {
                     match results.pop().expect("one result per command") {
                         Ok(reply) => {
                             return script::outcome(&reply).ok_or_else(|| {
-                                CacheError::new(CacheErrorKind::Fatal, format!("the apply script returned {reply:?}"))
+                                CacheError::new(
+                                    CacheErrorKind::Fatal,
+                                    format!("the apply script returned {reply:?}"),
+                                )
                             })
                         }
-                        Err(err) if err.kind() == ServerErrorKind::NoScript.into() => self.load_script().await?,
+                        Err(err) if err.kind() == ServerErrorKind::NoScript.into() => {
+                            self.load_script().await?
+                        }
                         Err(err) => return Err(CacheError::from_redis("caching a miss", err)),
                     }
                 }
@@ -190,7 +199,11 @@ impl CacheWriter for RedisCacheWriter {
 }
 
 impl RedisCacheWriter {
-    async fn apply_events(&self, events: &[Event], mode: Mode) -> Result<Vec<ApplyOutcome>, CacheError> {
+    async fn apply_events(
+        &self,
+        events: &[Event],
+        mode: Mode,
+    ) -> Result<Vec<ApplyOutcome>, CacheError> {
         let mut outcomes: Vec<Option<ApplyOutcome>> = Vec::with_capacity(events.len());
         let mut calls: Vec<(usize, Cmd)> = Vec::with_capacity(events.len());
         let sha = self.script.get_hash();
