@@ -136,6 +136,7 @@ pub async fn delete(
         .await
         .map_err(|err| ApiError::from_store(err, &collection.name, &id))?;
     state.wake_relay();
+    log_commit(&outcome);
     let mut response = StatusCode::NO_CONTENT.into_response();
     set_etag(&mut response, outcome.version);
     Ok(response)
@@ -171,7 +172,20 @@ fn check_body_id(document: &Document, path_id: &str) -> Result<(), ApiError> {
     }
 }
 
+/// Logs the commit with the event's trace id (the event id), which the worker logs again when it
+/// applies the event: the request id of the enclosing span links the two.
+fn log_commit(outcome: &WriteOutcome) {
+    tracing::debug!(
+        collection = %outcome.event.collection,
+        id = %outcome.event.id,
+        version = outcome.version,
+        trace_id = %outcome.event.event_id.simple(),
+        "write committed"
+    );
+}
+
 fn written(collection: &str, id: &str, outcome: WriteOutcome) -> Response {
+    log_commit(&outcome);
     let status = if outcome.created {
         StatusCode::CREATED
     } else {
