@@ -9,6 +9,7 @@ use async_nats::jetstream::{self, Message};
 use backon::ExponentialBuilder;
 use cacheflow_shared::cache::{ApplyOutcome, CacheError, CacheWriter};
 use cacheflow_shared::event::Event;
+use cacheflow_shared::events::publisher::{trace_id, TRACEPARENT};
 use cacheflow_shared::telemetry::names::UNKNOWN_COLLECTION as UNKNOWN_LABEL;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
@@ -65,6 +66,21 @@ pub async fn process(ctx: &BatchContext<'_>, messages: Vec<Message>) -> Result<S
         }
         match Event::decode(&message.payload) {
             Ok(event) => {
+                // Follows a write from the API's "write committed" line into the worker.
+                if tracing::enabled!(tracing::Level::DEBUG) {
+                    let trace_id = message
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.get(TRACEPARENT))
+                        .and_then(|v| trace_id(v.as_str()).map(str::to_owned));
+                    tracing::debug!(
+                        trace_id = trace_id.as_deref().unwrap_or(""),
+                        collection = %event.collection,
+                        id = %event.id,
+                        version = event.version,
+                        "applying event"
+                    );
+                }
                 events.push(event);
                 positions.push(index);
             }
