@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use reqwest::StatusCode;
 
-use crate::places;
+use crate::{places, redis_util};
 
 /// Tries per place (the first request plus retries).
 const DEFAULT_TRIES: u32 = 5;
@@ -41,9 +41,19 @@ pub struct SeedArgs {
     /// Tries per place on connection errors and 429/502/503/504 answers.
     #[arg(long, default_value_t = DEFAULT_TRIES, value_parser = clap::value_parser!(u32).range(1..=20))]
     pub tries: u32,
+    /// After seeding, wait until this Redis (the one the worker writes) holds every written
+    /// version.
+    #[arg(long)]
+    pub redis: Option<String>,
+    /// `worker.key_prefix` of the stack.
+    #[arg(long, default_value = "")]
+    pub key_prefix: String,
+    /// Longest wait for the worker with `--redis`, seconds.
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    pub wait_secs: u64,
 }
 
-fn parse_prefix(prefix: &str) -> Result<String, String> {
+pub fn parse_prefix(prefix: &str) -> Result<String, String> {
     if prefix.len() > 100 {
         return Err("at most 100 characters".into());
     }
@@ -66,6 +76,9 @@ pub struct SeedReport {
     pub elapsed: Duration,
     /// The first few failures, as `id: reason`.
     pub failures: Vec<String>,
+    /// With `--redis`: how long after the last write every version was in Redis, or how many
+    /// were still missing when the wait ended.
+    pub visible: Option<Result<Duration, usize>>,
 }
 
 impl SeedReport {
@@ -77,10 +90,20 @@ impl SeedReport {
         } else {
             0.0
         };
+        let visible = match self.visible {
+            None => String::new(),
+            Some(Ok(after)) => format!("; all in Redis {:.2} s later", after.as_secs_f64()),
+            Some(Err(missing)) => format!("; {missing} still not in Redis"),
+        };
         format!(
-            "seeded {} places in {secs:.2} s ({rate:.1}/s), {} failures",
+            "seeded {} places in {secs:.2} s ({rate:.1}/s), {} failures{visible}",
             self.succeeded, self.failed
         )
+    }
+
+    /// Everything written, and visible when asked.
+    pub fn complete(&self) -> bool {
+        self.failed == 0 && !matches!(self.visible, Some(Err(_)))
     }
 }
 
@@ -98,6 +121,9 @@ pub async fn run(args: &SeedArgs) -> Result<SeedReport> {
         .context("building the HTTP client")?;
 
     let next = Arc::new(AtomicU64::new(1));
+    // The version each place got (0: not written).
+    let versions: Arc<Vec<AtomicU64>> =
+        Arc::new((0..args.count).map(|_| AtomicU64::new(0)).collect());
     let succeeded = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let failures = Arc::new(Mutex::new(Vec::new()));
@@ -107,11 +133,12 @@ pub async fn run(args: &SeedArgs) -> Result<SeedReport> {
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..workers {
         let (client, api, args) = (client.clone(), api.clone(), args.clone());
-        let (next, succeeded, failed, failures) = (
+        let (next, succeeded, failed, failures, versions) = (
             next.clone(),
             succeeded.clone(),
             failed.clone(),
             failures.clone(),
+            versions.clone(),
         );
         tasks.spawn(async move {
             loop {
@@ -123,8 +150,10 @@ pub async fn run(args: &SeedArgs) -> Result<SeedReport> {
                 let url = format!("{api}/v1/places/{id}");
                 let body = places::place(args.seed, n).to_json();
                 match put_with_retries(&client, &url, &body, args.tries).await {
-                    Ok(()) => {
+                    Ok(version) => {
                         succeeded.fetch_add(1, Ordering::Relaxed);
+                        // An answer without an ETag still proves the write; wait for any version.
+                        versions[(n - 1) as usize].store(version.unwrap_or(1), Ordering::Relaxed);
                     }
                     Err(reason) => {
                         failed.fetch_add(1, Ordering::Relaxed);
@@ -141,23 +170,44 @@ pub async fn run(args: &SeedArgs) -> Result<SeedReport> {
         joined.context("a seed worker panicked")?;
     }
 
+    let elapsed = started.elapsed();
     let failures = std::mem::take(&mut *failures.lock().unwrap_or_else(|e| e.into_inner()));
+    let visible = match &args.redis {
+        None => None,
+        Some(url) => {
+            let written: Vec<(String, u64)> = versions
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| {
+                    let version = v.load(Ordering::Relaxed);
+                    let id = places::place_id(&args.prefix, i as u64 + 1, args.count);
+                    (version > 0).then(|| (redis_util::doc_key(&args.key_prefix, &id), version))
+                })
+                .collect();
+            let mut conn = redis_util::connect(url).await?;
+            Some(
+                redis_util::wait_visible(&mut conn, &written, Duration::from_secs(args.wait_secs))
+                    .await?,
+            )
+        }
+    };
     Ok(SeedReport {
         succeeded: succeeded.load(Ordering::Relaxed),
         failed: failed.load(Ordering::Relaxed),
-        elapsed: started.elapsed(),
+        elapsed,
         failures,
+        visible,
     })
 }
 
 /// PUTs `body` to `url`; retries connection errors and "try again" statuses with a capped
-/// exponential backoff. `Err` carries the last reason.
+/// exponential backoff. `Ok` carries the version from the `ETag`, `Err` the last reason.
 async fn put_with_retries(
     client: &reqwest::Client,
     url: &str,
     body: &serde_json::Value,
     tries: u32,
-) -> Result<(), String> {
+) -> Result<Option<u64>, String> {
     let mut backoff = FIRST_BACKOFF;
     let mut attempt = 1;
     loop {
@@ -165,7 +215,11 @@ async fn put_with_retries(
             Ok(response) => {
                 let status = response.status();
                 if status == StatusCode::OK || status == StatusCode::CREATED {
-                    return Ok(());
+                    return Ok(response
+                        .headers()
+                        .get(reqwest::header::ETAG)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(crate::http::parse_etag));
                 }
                 let text = response.text().await.unwrap_or_default();
                 let text: String = text.chars().take(300).collect();
@@ -234,6 +288,9 @@ mod tests {
             prefix: "place-".into(),
             timeout_secs: 5,
             tries: 5,
+            redis: None,
+            key_prefix: String::new(),
+            wait_secs: 1,
         }
     }
 
