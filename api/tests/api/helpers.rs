@@ -179,7 +179,10 @@ impl TestApp {
     /// Every event on the test's stream, in stream order, with its `Nats-Msg-Id`.
     pub async fn stream_events(&self) -> Vec<(Event, String)> {
         let js = self.jetstream().await;
-        let mut stream = js.get_stream(&self.settings.stream.name).await.unwrap();
+        // The relay creates the stream once NATS is reachable; until then there is nothing.
+        let Ok(mut stream) = js.get_stream(&self.settings.stream.name).await else {
+            return Vec::new();
+        };
         let total = stream.info().await.unwrap().state.messages as usize;
         if total == 0 {
             return Vec::new();
