@@ -48,18 +48,20 @@ async fn main() -> anyhow::Result<()> {
     prefill(&js, &settings.stream.subject_prefix, events).await?;
     println!("pre-filled {events} events in {:.2?}", filled.elapsed());
 
+    let mut redis = redis::Client::open(settings.redis_url.expose())?
+        .get_multiplexed_async_connection()
+        .await?;
     let token = CancellationToken::new();
+    let (redis_cpu_before, own_cpu_before) = (redis_cpu(&mut redis).await?, own_cpu());
     let started = Instant::now();
     let worker = tokio::spawn(cacheflow_sync_worker::run(
         settings.clone(),
         pipeline,
         token.clone(),
     ));
-    // One worker applies the stream in order, so the last event's version in Redis means done.
+    // One worker applies the stream in order (two batches in flight at most, so the last one
+    // may land a batch early), so the last event's version in Redis means done.
     // (Not consumer info: on nats-server 2.9 it is costly enough to slow the worker down.)
-    let mut redis = redis::Client::open(settings.redis_url.expose())?
-        .get_multiplexed_async_connection()
-        .await?;
     let (last_id, last_version) = last_event(events);
     let meta = cacheflow_shared::cache::KeyLayout::new(settings.worker.key_prefix.clone())
         .meta("places", &last_id);
@@ -76,18 +78,56 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let elapsed = started.elapsed();
+    // CPU per event shows what limits the rate: Redis runs the scripts on one thread, so at
+    // ~1 s of Redis CPU per second it is the bottleneck; this process is the worker.
+    let redis_cpu = redis_cpu(&mut redis).await? - redis_cpu_before;
+    let own_cpu = own_cpu()
+        .zip(own_cpu_before)
+        .map(|(after, before)| after - before);
     token.cancel();
     let stats = worker.await??;
+    let per_event = |cpu: f64| format!("{:.1} µs/event", cpu * 1e6 / stats.events() as f64);
     println!(
         "applied {} events in {elapsed:.2?}: {:.0} events/s (batch_size {}; {stats:?})",
         stats.events(),
         stats.events() as f64 / elapsed.as_secs_f64(),
         settings.worker.batch_size,
     );
+    println!(
+        "cpu while applying: redis {:.2} s ({}), worker {}",
+        redis_cpu,
+        per_event(redis_cpu),
+        own_cpu.map_or("unknown (no /proc)".into(), |cpu| format!(
+            "{cpu:.2} s ({})",
+            per_event(cpu)
+        )),
+    );
 
     js.delete_stream(&settings.stream.name).await?;
     remove_keys(settings.redis_url.expose(), &settings.worker.key_prefix).await?;
     Ok(())
+}
+
+/// Seconds of CPU the Redis server has used (`INFO cpu`, all its threads).
+async fn redis_cpu(redis: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<f64> {
+    let info: String = redis::cmd("INFO").arg("cpu").query_async(redis).await?;
+    let fields = info.lines().filter_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        matches!(name, "used_cpu_user" | "used_cpu_sys").then(|| value.trim().parse::<f64>())
+    });
+    Ok(fields.sum::<Result<f64, _>>()?)
+}
+
+/// Seconds of CPU this process (all threads, dead ones included) has used, from
+/// `/proc/self/stat` (utime + stime, in the kernel's fixed 100 Hz `USER_HZ` ticks); `None`
+/// where there is no such file.
+fn own_cpu() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may contain spaces; the fields after its ')' are fixed.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    // utime and stime are fields 14 and 15 of the file: 0-based 11 and 12 after the `)`.
+    Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
 }
 
 /// Entities and versions of the pre-filled events: event `n` is version `n / entities + 1` of

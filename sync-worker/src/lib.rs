@@ -29,4 +29,7 @@ pub mod shutdown;
 pub mod stats;
 pub mod worker;
 
+#[cfg(test)]
+mod apply_tests;
+
 pub use worker::{run, run_with_metrics, WorkerError};
