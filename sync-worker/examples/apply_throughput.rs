@@ -8,7 +8,9 @@
 //! Takes the usual settings from the environment (e.g. `CACHEFLOW_WORKER__BATCH_SIZE`), but
 //! always uses a fresh stream, subject prefix, consumer and key prefix, removed at the end. The
 //! events are upserts of the shipped `places` pipeline over `events / 4` entities (so most
-//! events replace an older version and move index memberships), in version order.
+//! events replace an older version of their entity), in version order. Besides the rate it
+//! prints the CPU Redis and this process (the worker) used per event while applying: the three
+//! processes (Redis, NATS, worker) share the machine's cores, and Redis runs the scripts on one.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,12 +18,14 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use async_nats::jetstream;
 use cacheflow_shared::config::{Role, Settings};
-use cacheflow_shared::event::Event;
 use cacheflow_shared::pipeline::Pipeline;
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-const CATEGORIES: [&str; 4] = ["cafe", "bar", "restaurant", "bakery"];
+#[path = "support/bench.rs"]
+#[allow(dead_code)] // Shared by the benchmark examples; each uses part of it.
+mod bench;
+
+use bench::{last_event, own_cpu, per_event, redis_cpu, remove_keys};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -78,15 +82,14 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let elapsed = started.elapsed();
-    // CPU per event shows what limits the rate: Redis runs the scripts on one thread, so at
-    // ~1 s of Redis CPU per second it is the bottleneck; this process is the worker.
+    // Redis runs the scripts on one thread: at ~1 s of Redis CPU per second it is the limit.
     let redis_cpu = redis_cpu(&mut redis).await? - redis_cpu_before;
     let own_cpu = own_cpu()
         .zip(own_cpu_before)
         .map(|(after, before)| after - before);
     token.cancel();
     let stats = worker.await??;
-    let per_event = |cpu: f64| format!("{:.1} µs/event", cpu * 1e6 / stats.events() as f64);
+    let per_event = |cpu: f64| per_event(cpu, stats.events());
     println!(
         "applied {} events in {elapsed:.2?}: {:.0} events/s (batch_size {}; {stats:?})",
         stats.events(),
@@ -108,54 +111,10 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Seconds of CPU the Redis server has used (`INFO cpu`, all its threads).
-async fn redis_cpu(redis: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<f64> {
-    let info: String = redis::cmd("INFO").arg("cpu").query_async(redis).await?;
-    let fields = info.lines().filter_map(|line| {
-        let (name, value) = line.split_once(':')?;
-        matches!(name, "used_cpu_user" | "used_cpu_sys").then(|| value.trim().parse::<f64>())
-    });
-    Ok(fields.sum::<Result<f64, _>>()?)
-}
-
-/// Seconds of CPU this process (all threads, dead ones included) has used, from
-/// `/proc/self/stat` (utime + stime, in the kernel's fixed 100 Hz `USER_HZ` ticks); `None`
-/// where there is no such file.
-fn own_cpu() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // The command name (field 2) may contain spaces; the fields after its ')' are fixed.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
-    // utime and stime are fields 14 and 15 of the file: 0-based 11 and 12 after the `)`.
-    Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
-}
-
-/// Entities and versions of the pre-filled events: event `n` is version `n / entities + 1` of
-/// entity `p{n % entities}`.
-fn entities(events: usize) -> usize {
-    (events / 4).max(1)
-}
-
-fn last_event(events: usize) -> (String, u64) {
-    let n = events - 1;
-    let entities = entities(events);
-    (format!("p{}", n % entities), (n / entities + 1) as u64)
-}
-
 async fn prefill(js: &jetstream::Context, prefix: &str, events: usize) -> anyhow::Result<()> {
-    let entities = entities(events);
     let mut acks = Vec::with_capacity(1024);
     for n in 0..events {
-        let id = format!("p{}", n % entities);
-        let version = (n / entities + 1) as u64;
-        let document = json!({
-            "id": id, "version": version, "name": format!("Place {n}"),
-            "category": CATEGORIES[n % CATEGORIES.len()], "rating": (n % 50) as f64 / 10.0,
-            "price": n % 4 + 1,
-            "location": {"type": "Point", "coordinates": [(n % 360) as f64 - 180.0, (n % 170) as f64 - 85.0]},
-        });
-        let document = document.as_object().expect("an object").clone();
-        let event = Event::upsert("places", &id, version, document);
+        let event = bench::event(n, events);
         acks.push(
             js.send_publish(
                 event.subject(prefix),
@@ -175,31 +134,4 @@ async fn prefill(js: &jetstream::Context, prefix: &str, events: usize) -> anyhow
         ack.await?;
     }
     Ok(())
-}
-
-async fn remove_keys(url: &str, prefix: &str) -> anyhow::Result<()> {
-    let mut conn = redis::Client::open(url)?
-        .get_multiplexed_async_connection()
-        .await?;
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await?;
-        if !keys.is_empty() {
-            redis::cmd("UNLINK")
-                .arg(&keys)
-                .query_async::<()>(&mut conn)
-                .await?;
-        }
-        cursor = next;
-        if cursor == 0 {
-            return Ok(());
-        }
-    }
 }

@@ -1,80 +1,78 @@
-//! SCRATCH (not to keep): Redis CPU per event of the versioned apply, without NATS.
+//! Redis's cost per event of the versioned apply alone: the events of `apply_throughput`, planned
+//! and applied through the cache writer as the worker does (batches of `worker.batch_size`, two
+//! in flight), with no NATS in the way.
+//!
+//! ```text
+//! REDIS_URL=redis://127.0.0.1:6379 \
+//!   cargo run --release -p cacheflow-sync-worker --example redis_apply_cost -- 200000
+//! ```
+//!
+//! Prints the rate and the Redis CPU per event. On a machine shared with other work, CPU time
+//! varies by ±20 % between runs; for comparing two versions of the script, count Redis's
+//! instructions instead, which do not vary: run a `redis-server` under
+//! `valgrind --tool=callgrind`, point this example at it with a small event count (e.g. 40000)
+//! and a long `CACHEFLOW_REDIS__TIMEOUT_MS`, and divide the program total by the events (see
+//! docs/WORKER.md, *Benchmark*). Uses its own key prefix, removed at the end.
+
 use std::sync::Arc;
 use std::time::Instant;
 
+use anyhow::Context as _;
 use cacheflow_shared::cache::{CacheWriter, RedisCacheWriter, RedisWriterOptions};
 use cacheflow_shared::config::{Role, Settings};
 use cacheflow_shared::event::Event;
 use cacheflow_shared::pipeline::Pipeline;
 use futures::StreamExt;
-use serde_json::json;
 
-const CATEGORIES: [&str; 4] = ["cafe", "bar", "restaurant", "bakery"];
+#[path = "support/bench.rs"]
+#[allow(dead_code)] // Shared by the benchmark examples; each uses part of it.
+mod bench;
 
-async fn redis_cpu(conn: &mut redis::aio::MultiplexedConnection) -> f64 {
-    let info: String = redis::cmd("INFO")
-        .arg("cpu")
-        .query_async(conn)
-        .await
-        .unwrap();
-    info.lines()
-        .filter(|l| l.starts_with("used_cpu_user:") || l.starts_with("used_cpu_sys:"))
-        .map(|l| l.split(':').nth(1).unwrap().trim().parse::<f64>().unwrap())
-        .sum()
-}
+use bench::{per_event, redis_cpu, remove_keys};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let events: usize = std::env::args()
-        .nth(1)
-        .map_or(200_000, |n| n.parse().unwrap());
-    let batch: usize = std::env::args().nth(2).map_or(512, |n| n.parse().unwrap());
+    let events: usize = match std::env::args().nth(1) {
+        Some(n) => n.parse().context("the argument is the number of events")?,
+        None => 100_000,
+    };
+    anyhow::ensure!(events > 0, "the number of events must be at least 1");
     let mut settings = Settings::load(Role::Worker)?;
     settings.worker.key_prefix = format!("cost{}:", std::process::id());
-    let pipeline = Arc::new(Pipeline::load(
-        &std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/pipeline.toml"),
-    )?);
-    let entities = (events / 4).max(1);
-    let all: Vec<Event> = (0..events)
-        .map(|n| {
-            let id = format!("p{}", n % entities);
-            let version = (n / entities + 1) as u64;
-            let document = json!({
-                "id": id, "version": version, "name": format!("Place {n}"),
-                "category": CATEGORIES[n % CATEGORIES.len()], "rating": (n % 50) as f64 / 10.0,
-                "price": n % 4 + 1,
-                "location": {"type": "Point", "coordinates": [(n % 360) as f64 - 180.0, (n % 170) as f64 - 85.0]},
-            });
-            Event::upsert("places", &id, version, document.as_object().unwrap().clone())
-        })
-        .collect();
+    settings.pipeline_config =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/pipeline.toml");
+    let pipeline = Arc::new(Pipeline::load(&settings.pipeline_config)?);
+    let all: Vec<Event> = (0..events).map(|n| bench::event(n, events)).collect();
     let writer = RedisCacheWriter::connect(
         &settings.redis_url,
         pipeline,
         RedisWriterOptions::from_settings(&settings),
     )
     .await?;
-    let mut conn = redis::Client::open(settings.redis_url.expose())?
+    let mut redis = redis::Client::open(settings.redis_url.expose())?
         .get_multiplexed_async_connection()
         .await?;
-    let _: () = redis::cmd("FLUSHDB").query_async(&mut conn).await?;
-    let cpu0 = redis_cpu(&mut conn).await;
+
+    let cpu_before = redis_cpu(&mut redis).await?;
     let started = Instant::now();
     let writer = &writer;
-    let mut done = futures::stream::iter(all.chunks(batch))
-        .map(|chunk| async move { writer.apply(chunk).await.unwrap().len() })
+    // In order, two batches at a time, like the worker (whose order does not matter either).
+    let mut applied = futures::stream::iter(all.chunks(settings.worker.batch_size))
+        .map(|batch| async move { writer.apply(batch).await.map(|outcomes| outcomes.len()) })
         .buffered(2);
-    let mut n = 0;
-    while let Some(k) = done.next().await {
-        n += k;
+    let mut done = 0u64;
+    while let Some(outcomes) = applied.next().await {
+        done += outcomes? as u64;
     }
     let elapsed = started.elapsed();
-    let cpu1 = redis_cpu(&mut conn).await;
+    let cpu = redis_cpu(&mut redis).await? - cpu_before;
     println!(
-        "{n} events in {elapsed:.2?}: {:.0}/s, redis cpu {:.2} us/event",
-        n as f64 / elapsed.as_secs_f64(),
-        (cpu1 - cpu0) * 1e6 / n as f64
+        "applied {done} events in {elapsed:.2?}: {:.0} events/s (batch_size {}); redis cpu \
+         {cpu:.2} s ({})",
+        done as f64 / elapsed.as_secs_f64(),
+        settings.worker.batch_size,
+        per_event(cpu, done),
     );
-    let _: () = redis::cmd("FLUSHDB").query_async(&mut conn).await?;
+    remove_keys(settings.redis_url.expose(), &settings.worker.key_prefix).await?;
     Ok(())
 }

@@ -23,7 +23,7 @@ use rand::{Rng, SeedableRng};
 use redis::AsyncCommands;
 use serde_json::json;
 
-/// More than two of the script's chunks (128 records each).
+/// Several of the script's chunks (64 records each), the last one partial.
 const EVENTS: u64 = 300;
 
 struct Env {

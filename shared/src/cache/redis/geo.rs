@@ -2,10 +2,10 @@
 //! memberships with a plain `ZADD`.
 //!
 //! Why: inside the script `GEOADD` cost ~4–5 µs against ~1 µs for `ZADD` (it parses and checks
-//! both coordinates, computes this same hash, then runs `ZADD` internally), about a sixth of
-//! Redis's time per event. The encoding cannot change between Redis versions without breaking
-//! every geo index already in RDB/AOF files, and a test compares it with `GEOADD` on the server
-//! the tests run against.
+//! both coordinates, computes this same hash, then runs `ZADD` internally): about a tenth of
+//! Redis's instructions per event (callgrind, docs/WORKER.md). The encoding cannot change between
+//! Redis versions without breaking every geo index already in RDB/AOF files, and a test compares
+//! it with `GEOADD` on the server the tests run against.
 //!
 //! The algorithm is Redis's `geohashEncodeWGS84` at `GEO_STEP_MAX` (26 bits per coordinate)
 //! followed by `geohashAlign52Bits` (a no-op at that step), with the same IEEE double arithmetic

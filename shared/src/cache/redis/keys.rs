@@ -71,8 +71,26 @@ impl KeyLayout {
 
     /// Writes [`key_list`](Self::key_list)`(keys)`.
     pub(super) fn write_key_list(&self, out: &mut dyn Write, keys: &[&str]) -> io::Result<()> {
-        serde_json::to_writer(out, &FullKeys(&self.prefix, keys)).map_err(io::Error::from)
+        // Keys rarely hold a character JSON escapes; then the list is written as it is.
+        if needs_escape(&self.prefix) || keys.iter().any(|key| needs_escape(key)) {
+            return serde_json::to_writer(out, &FullKeys(&self.prefix, keys))
+                .map_err(io::Error::from);
+        }
+        out.write_all(b"[")?;
+        for (n, key) in keys.iter().enumerate() {
+            out.write_all(if n == 0 { b"\"" } else { b",\"" })?;
+            out.write_all(self.prefix.as_bytes())?;
+            out.write_all(key.as_bytes())?;
+            out.write_all(b"\"")?;
+        }
+        out.write_all(b"]")
     }
+}
+
+/// Whether serde_json escapes a character of `text` in a JSON string: control characters, `"`
+/// and `\`, nothing else.
+fn needs_escape(text: &str) -> bool {
+    text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 /// Serialises as the JSON list of `prefix + key` for each key, without building the strings.
@@ -115,19 +133,35 @@ mod tests {
 
     #[test]
     fn the_writers_write_what_the_builders_return() {
-        // Characters JSON must escape, in the prefix and in the keys.
-        let layout = KeyLayout::new("p\"\\\u{1}:");
-        let keys = ["a\tb", "\u{7f}é\"", ""];
-        let naive: Vec<String> = keys.iter().map(|key| layout.key(key)).collect();
-        assert_eq!(
-            layout.key_list(keys),
-            serde_json::to_string(&naive).unwrap()
-        );
         let written = |write: &dyn Fn(&mut dyn Write) -> io::Result<()>| {
             let mut out = Vec::new();
             write(&mut out).unwrap();
             String::from_utf8(out).unwrap()
         };
+        // Characters JSON must escape, in the prefix and in the keys.
+        let layout = KeyLayout::new("p\"\\\u{1}:");
+        let keys = ["a\tb", "\u{7f}é\"", "", "/"];
+        let naive: Vec<String> = keys.iter().map(|key| layout.key(key)).collect();
+        assert_eq!(
+            layout.key_list(keys),
+            serde_json::to_string(&naive).unwrap()
+        );
+        // Every character below 0x80, escaped or not, in the fast and the escaping path.
+        let ascii: Vec<String> = (0u8..0x80).map(|b| char::from(b).to_string()).collect();
+        for layout in [KeyLayout::new("g2:"), layout] {
+            for key in &ascii {
+                let naive = serde_json::to_string(&[layout.key(key)]).unwrap();
+                assert_eq!(layout.key_list([key.as_str()]), naive);
+                let written = written(&|out| layout.write_key_list(out, &[key.as_str()]));
+                assert_eq!(written, naive, "{key:?}");
+            }
+        }
+        let plain = KeyLayout::new("g2:");
+        for list in [&["place:p1", "place:p1:h", "é"][..], &[]] {
+            let written = written(&|out| plain.write_key_list(out, list));
+            assert_eq!(written, plain.key_list(list.iter().copied()));
+        }
+        let layout = KeyLayout::new("p\"\\\u{1}:");
         assert_eq!(
             written(&|out| layout.write_key_list(out, &keys)),
             layout.key_list(keys)

@@ -2,12 +2,13 @@
 //!
 //! - `keys`: the key layout (prefix, per-entity meta hash).
 //! - `script`: the Lua script (`apply.lua`) and how plans become its `EVALSHA` arguments.
+//! - `geo`: the score `GEOADD` would give a point, so the script writes geo members with `ZADD`.
 //!
 //! A batch is planned in Rust, then sent as one pipeline of `EVALSHA` calls, each applying a
-//! chunk of up to [`CHUNK_RECORDS`] events in order: one round trip per batch, and far fewer
-//! script calls than events (the per-call overhead was a third of Redis's time per event). Each
-//! entity's change is atomic (the whole chunk is) and version-checked inside Redis, so concurrent
-//! workers, redeliveries and out-of-order events cannot regress it.
+//! chunk of up to [`CHUNK_RECORDS`] events in order: one round trip per batch, one script call
+//! per chunk instead of per event, and each event's outcome (or refusal) reported on its own.
+//! Each entity's change is atomic (the whole chunk is) and version-checked inside Redis, so
+//! concurrent workers, redeliveries and out-of-order events cannot regress it.
 
 mod geo;
 mod keys;
@@ -266,7 +267,8 @@ impl RedisCacheWriter {
                     Err(err) if err.kind() == ServerErrorKind::NoScript.into() => {
                         missing_script.push(chunk);
                     }
-                    // Outside any record (the script never raises): not one event's fault.
+                    // The call as a whole failed (the script's own loop, or Redis refusing to run
+                    // it): not one event's fault, so no event is dead-lettered for it.
                     Err(err) => return Err(CacheError::from_redis("applying a batch", err)),
                 }
             }

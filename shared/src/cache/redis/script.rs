@@ -183,8 +183,10 @@ fn write_plan(
                 .arg(p.sorted_sets.len())
                 .arg(p.geos.len())
                 .arg(data);
-            let entity_keys: Vec<&str> = p.entity_keys().into_iter().collect();
-            let index_keys: Vec<&str> = p.index_keys().into_iter().collect();
+            let strings = p.strings.iter().map(|s| s.key.as_str());
+            let entity_keys = sorted(strings.chain(p.hashes.iter().map(|h| h.key.as_str())));
+            let zsets = p.sorted_sets.iter().map(|z| z.key.as_str());
+            let index_keys = sorted(zsets.chain(p.geos.iter().map(|g| g.key.as_str())));
             write(cmd, |out| layout.write_key_list(out, &entity_keys));
             write(cmd, |out| layout.write_key_list(out, &index_keys));
             for s in &p.strings {
@@ -223,6 +225,15 @@ pub(super) fn geo_scores(plan: &Plan) -> Option<Vec<u64>> {
         Action::Upsert(p) => p.geos.iter().map(|g| geo::score(g.lon, g.lat)).collect(),
         Action::Delete { .. } => Some(Vec::new()),
     }
+}
+
+/// `keys` sorted and without duplicates: the same list as the planner's
+/// `entity_keys()` / `index_keys()` sets, without building a set per event.
+fn sorted<'a>(keys: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut keys: Vec<&str> = keys.collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
 }
 
 /// At least 1 ms: `PX 0` is an error and a zero TTL is never meant.
