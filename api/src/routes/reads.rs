@@ -18,8 +18,10 @@ use crate::extract::{etag, EntityPath};
 use crate::openapi::{DocumentSchema, ErrorBody};
 use crate::read::entity::Entity;
 use crate::read::queries::{NearQuery, Ranked};
+use crate::read::views::CollectionView;
 use crate::read::CacheStatus;
 use crate::state::AppState;
+use cacheflow_shared::pipeline::Collection;
 
 const DEFAULT_LIMIT: usize = 10;
 const MAX_OFFSET: usize = 100_000;
@@ -194,14 +196,7 @@ pub async fn near(
     Path((collection, index)): Path<(String, String)>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let collection = state
-        .collection(&collection)
-        .ok_or(ApiError::CollectionNotFound(collection))?;
-    let view = state
-        .reader()
-        .views()
-        .get(&collection.name)
-        .ok_or(ApiError::Internal)?;
+    let (collection, view) = collection_view(&state, collection)?;
     let geo = view
         .geos
         .get(&index)
@@ -287,14 +282,7 @@ pub async fn top(
     Path((collection, index)): Path<(String, String)>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let collection = state
-        .collection(&collection)
-        .ok_or(ApiError::CollectionNotFound(collection))?;
-    let view = state
-        .reader()
-        .views()
-        .get(&collection.name)
-        .ok_or(ApiError::Internal)?;
+    let (collection, view) = collection_view(&state, collection)?;
     let sorted = view
         .sorted_sets
         .get(&index)
@@ -479,4 +467,20 @@ fn set_cache(response: &mut Response, cache: CacheStatus) {
 fn with_cache(mut response: Response, cache: CacheStatus) -> Response {
     set_cache(&mut response, cache);
     response
+}
+
+/// The collection and its read views; 404 for an unknown collection.
+fn collection_view(
+    state: &AppState,
+    name: String,
+) -> Result<(std::sync::Arc<Collection>, &CollectionView), ApiError> {
+    let collection = state
+        .collection(&name)
+        .ok_or(ApiError::CollectionNotFound(name))?;
+    let view = state
+        .reader()
+        .views()
+        .get(&collection.name)
+        .ok_or(ApiError::Internal)?;
+    Ok((collection, view))
 }
