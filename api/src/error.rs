@@ -6,6 +6,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cacheflow_shared::pipeline::DocumentError;
+use cacheflow_shared::security::KeyRole;
 use cacheflow_shared::store::StoreError;
 use serde::Serialize;
 
@@ -28,6 +29,10 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("request body is larger than the {limit} byte limit")]
     PayloadTooLarge { limit: usize },
+    #[error(
+        "the document's event would take about {size} bytes; the event stream accepts at most {limit}"
+    )]
+    EventTooLarge { size: usize, limit: usize },
     #[error("unknown collection `{0}`")]
     CollectionNotFound(String),
     #[error("{collection}/{id} does not exist")]
@@ -52,6 +57,28 @@ pub enum ApiError {
     Conflict,
     #[error("the document store is unavailable; retry later")]
     StoreUnavailable,
+    /// An operation that needs Redis itself (invalidation) could not reach it.
+    #[error("the cache is unavailable; retry later")]
+    CacheUnavailable,
+    /// The operator routes are off (`ADMIN_ENABLED`); answered as if they did not exist.
+    #[error("the admin routes are disabled; set ADMIN_ENABLED=true to serve them")]
+    AdminDisabled,
+    /// No `Authorization: Bearer` key, or one that is not configured. The reason never quotes
+    /// the key.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("this {held} key cannot do this: it needs a {needed} key")]
+    Forbidden { held: KeyRole, needed: KeyRole },
+    /// A write that timed out may still have been applied: its outcome is unknown.
+    #[error("the request did not finish within {after_ms} ms; a write may have been applied")]
+    Timeout { after_ms: u64 },
+    #[error("the API is handling as many requests as it may; retry later")]
+    Overloaded,
+    #[error(
+        "the store did not confirm the write; it may or may not have been applied: read the \
+         entity before retrying"
+    )]
+    OutcomeUnknown,
     #[error("internal error")]
     Internal,
 }
@@ -76,6 +103,7 @@ impl ApiError {
             ApiError::IndexNotFound { .. } => "index_not_found",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::EventTooLarge { .. } => "event_too_large",
             ApiError::CollectionNotFound(_) => "collection_not_found",
             ApiError::NotFound { .. } => "not_found",
             ApiError::RouteNotFound(_) => "route_not_found",
@@ -85,6 +113,13 @@ impl ApiError {
             ApiError::PreconditionFailed { .. } => "precondition_failed",
             ApiError::Conflict => "conflict",
             ApiError::StoreUnavailable => "store_unavailable",
+            ApiError::CacheUnavailable => "cache_unavailable",
+            ApiError::AdminDisabled => "admin_disabled",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden { .. } => "forbidden",
+            ApiError::Timeout { .. } => "timeout",
+            ApiError::Overloaded => "overloaded",
+            ApiError::OutcomeUnknown => "outcome_unknown",
             ApiError::Internal => "internal",
         }
     }
@@ -97,18 +132,29 @@ impl ApiError {
             | ApiError::InvalidPrecondition(_)
             | ApiError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge { .. } | ApiError::EventTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             ApiError::CollectionNotFound(_)
             | ApiError::NotFound { .. }
             | ApiError::IndexNotFound { .. }
-            | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
+            | ApiError::RouteNotFound(_)
+            | ApiError::AdminDisabled => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::IdMismatch { .. } | ApiError::InvalidDocument(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             ApiError::Conflict => StatusCode::CONFLICT,
-            ApiError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            // 503, not 408: the server was too slow, not the client (408 says the client did
+            // not finish sending its request in time).
+            ApiError::StoreUnavailable
+            | ApiError::CacheUnavailable
+            | ApiError::Timeout { .. }
+            | ApiError::Overloaded
+            | ApiError::OutcomeUnknown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -142,6 +188,10 @@ impl ApiError {
                 tracing::warn!(%reason, "store unavailable");
                 ApiError::StoreUnavailable
             }
+            StoreError::Indeterminate(reason) => {
+                tracing::warn!(%reason, collection, id, "write outcome unknown");
+                ApiError::OutcomeUnknown
+            }
             StoreError::Internal(reason) => {
                 tracing::error!(%reason, collection, id, "store failure");
                 ApiError::Internal
@@ -163,12 +213,33 @@ impl IntoResponse for ApiError {
             field,
         };
         let mut response = (self.status(), Json(body)).into_response();
-        if matches!(self, ApiError::StoreUnavailable) {
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_static(RETRY_AFTER_SECS),
-            );
+        let headers = response.headers_mut();
+        match self {
+            ApiError::StoreUnavailable | ApiError::CacheUnavailable | ApiError::Overloaded => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(RETRY_AFTER_SECS),
+                );
+            }
+            ApiError::Unauthorized(_) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unconfirmed_write_is_not_reported_as_nothing_written() {
+        let unknown = ApiError::from_store(StoreError::Indeterminate("x".into()), "places", "p1");
+        assert_eq!(unknown.code(), "outcome_unknown");
+        assert_eq!(unknown.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let unavailable = ApiError::from_store(StoreError::Unavailable("x".into()), "places", "p1");
+        assert_eq!(unavailable.code(), "store_unavailable");
     }
 }

@@ -2,18 +2,31 @@
 //! JSON shape as every other error.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Path, Request};
 use axum::http::{header, request::Parts, HeaderMap, StatusCode};
 use cacheflow_shared::document::{is_valid_id, Document};
 use cacheflow_shared::pipeline::Collection;
 use cacheflow_shared::store::Precondition;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// The largest accepted request body.
+/// The largest accepted request body when no [`BodyLimit`] is set (`limits.max_body_bytes`
+/// defaults to the same).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The deepest nesting of objects and arrays a document may have, itself included. Its event
+/// wraps it in one more level and must stay within the 127 that `Event::decode` (serde_json)
+/// accepts, or the outbox could never publish it; MongoDB refuses BSON nested over 100 levels.
+pub const MAX_BODY_DEPTH: usize = 64;
+
+/// The body limit in force, as a request extension next to axum's `DefaultBodyLimit` (which
+/// does not expose it), so that `payload_too_large` can name it.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
 
 /// `/{collection}/{id}` with the collection looked up in the pipeline and the id checked.
 pub struct EntityPath {
@@ -25,20 +38,96 @@ impl FromRequestParts<AppState> for EntityPath {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let Path((collection, id)) = Path::<(String, String)>::from_request_parts(parts, state)
-            .await
-            .map_err(|err| ApiError::InvalidId(err.body_text()))?;
+        let PathParams((collection, id)) =
+            PathParams::<(String, String)>::from_request_parts(parts, state).await?;
         let collection = state
             .collection(&collection)
             .ok_or(ApiError::CollectionNotFound(collection))?;
         if !is_valid_id(&id) {
-            return Err(ApiError::InvalidId(format!(
-                "id `{}` must match [A-Za-z0-9_-]{{1,128}}",
-                id.chars().take(140).collect::<String>()
-            )));
+            return Err(invalid_id(&id));
         }
         Ok(Self { collection, id })
     }
+}
+
+fn invalid_id(id: &str) -> ApiError {
+    ApiError::InvalidId(format!(
+        "id `{}` must match [A-Za-z0-9_-]{{1,128}}",
+        id.chars().take(140).collect::<String>()
+    ))
+}
+
+/// Path parameters, for every route that takes some. axum's own rejection is plain text; here a
+/// parameter that is not UTF-8 once percent-decoded is answered like any other value that names
+/// nothing: an unknown collection, an invalid id, an unknown index.
+pub struct PathParams<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for PathParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(params)) => Ok(Self(params)),
+            Err(rejection) => Err(path_rejection(parts, state, &rejection)),
+        }
+    }
+}
+
+/// Checks the parameters (read lossily) in the order the handlers do.
+fn path_rejection(parts: &Parts, state: &AppState, rejection: &PathRejection) -> ApiError {
+    let pattern = parts
+        .extensions
+        .get::<MatchedPath>()
+        .map_or("", MatchedPath::as_str);
+    let params: Vec<(&str, String)> = pattern
+        .split('/')
+        .zip(parts.uri.path().split('/'))
+        .filter_map(|(name, raw)| {
+            let name = name.strip_prefix('{')?.strip_suffix('}')?;
+            Some((name, percent_decode_lossy(raw)))
+        })
+        .collect();
+    let param = |key: &str| params.iter().find(|(k, _)| *k == key).map(|(_, v)| v);
+    let collection = param("collection");
+    if let Some(collection) = collection.filter(|c| state.collection(c).is_none()) {
+        return ApiError::CollectionNotFound(collection.clone());
+    }
+    if let Some(id) = param("id").filter(|id| !is_valid_id(id)) {
+        return invalid_id(id);
+    }
+    if let Some(index) = param("index") {
+        return ApiError::IndexNotFound {
+            collection: collection.cloned().unwrap_or_default(),
+            kind: if pattern.contains("/near/") {
+                "geo"
+            } else {
+                "sorted_set"
+            },
+            index: index.clone(),
+        };
+    }
+    ApiError::InvalidId(rejection.body_text())
+}
+
+/// Percent-decoding that keeps invalid UTF-8 as U+FFFD, to name a parameter that is not UTF-8.
+fn percent_decode_lossy(raw: &str) -> String {
+    let hex = |b: Option<&u8>| b.and_then(|b| char::from(*b).to_digit(16));
+    let bytes = raw.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], hex(bytes.get(i + 1)), hex(bytes.get(i + 2))) {
+            (b'%', Some(high), Some(low)) => {
+                decoded.push((high * 16 + low) as u8);
+                i += 3;
+            }
+            (byte, _, _) => {
+                decoded.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
 }
 
 /// A JSON object body (`application/json` or `application/merge-patch+json`).
@@ -49,11 +138,13 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         check_content_type(req.headers())?;
+        let limit = req
+            .extensions()
+            .get::<BodyLimit>()
+            .map_or(MAX_BODY_BYTES, |limit| limit.0);
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge {
-                    limit: MAX_BODY_BYTES,
-                }
+                ApiError::PayloadTooLarge { limit }
             } else {
                 ApiError::InvalidBody(rejection.body_text())
             }
@@ -61,6 +152,11 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
         let value: Value = serde_json::from_slice(&bytes)
             .map_err(|err| ApiError::InvalidJson(format!("the body is not valid JSON: {err}")))?;
         match value {
+            Value::Object(object) if nesting(&object) > MAX_BODY_DEPTH => {
+                Err(ApiError::InvalidBody(format!(
+                    "the body nests arrays and objects deeper than {MAX_BODY_DEPTH} levels"
+                )))
+            }
             Value::Object(object) => Ok(Self(object)),
             other => Err(ApiError::InvalidBody(format!(
                 "the body must be a JSON object, not {}",
@@ -68,6 +164,19 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
             ))),
         }
     }
+}
+
+/// Levels of objects and arrays in a document, itself included. serde_json already refuses more
+/// than 127 when it parses, so the recursion is bounded.
+fn nesting(document: &Document) -> usize {
+    fn levels(value: &Value) -> usize {
+        match value {
+            Value::Array(items) => 1 + items.iter().map(levels).max().unwrap_or(0),
+            Value::Object(fields) => 1 + fields.values().map(levels).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+    1 + document.values().map(levels).max().unwrap_or(0)
 }
 
 fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
@@ -167,6 +276,18 @@ mod tests {
             write_precondition(&headers).unwrap(),
             Precondition::IfAbsent
         );
+    }
+
+    #[test]
+    fn nesting_and_lossy_path_decoding() {
+        let document = |value: Value| value.as_object().unwrap().clone();
+        assert_eq!(nesting(&document(serde_json::json!({}))), 1);
+        assert_eq!(
+            nesting(&document(serde_json::json!({"a": 1, "b": [[{}]]}))),
+            4
+        );
+        assert_eq!(percent_decode_lossy("a%2Fb%zz%4"), "a/b%zz%4");
+        assert_eq!(percent_decode_lossy("x%FF%C3%A9"), "x\u{FFFD}é");
     }
 
     #[test]

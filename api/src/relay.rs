@@ -70,9 +70,9 @@ impl OutboxRelay {
         self
     }
 
-    /// Runs until `shutdown`, then keeps draining for at most `drain_deadline` so events of the
-    /// last requests are published before the process exits (the outbox keeps any that are not).
-    pub async fn run(mut self, shutdown: CancellationToken, drain_deadline: Duration) {
+    /// Publishes until `shutdown` is cancelled, then returns the relay so that the caller can
+    /// [`drain`](Self::drain) it once the last requests are done.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Self {
         let poll = Duration::from_millis(self.settings.poll_interval_ms);
         let mut backoff = self.new_backoff();
         loop {
@@ -110,10 +110,13 @@ impl OutboxRelay {
                 }
             }
         }
-        self.drain(drain_deadline).await;
+        self
     }
 
-    async fn drain(&mut self, deadline: Duration) {
+    /// Publishes what is pending, for at most `deadline`, so the events of the last requests are
+    /// out before the process exits. Events not published stay in the outbox and go out on the
+    /// next start.
+    pub async fn drain(&mut self, deadline: Duration) {
         let drained = tokio::time::timeout(deadline, async {
             loop {
                 if self.ensure_stream().await.is_err() {
@@ -132,7 +135,10 @@ impl OutboxRelay {
         .await;
         match drained {
             Ok(true) => tracing::info!("outbox drained"),
-            _ => tracing::warn!("outbox not fully drained before shutdown; the remaining events are kept and published on next start"),
+            _ => tracing::warn!(
+                deadline_ms = deadline.as_millis() as u64,
+                "outbox not fully drained before shutdown; the remaining events are kept and published on next start"
+            ),
         }
     }
 

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::extract::DefaultBodyLimit;
+use axum::http::header::AUTHORIZATION;
 use axum::routing::get;
-use axum::Router;
-use cacheflow_shared::cache::KeyLayout;
+use axum::{Extension, Router};
 use cacheflow_shared::config::Settings;
 use cacheflow_shared::events::{self, JetStreamPublisher};
 use cacheflow_shared::pipeline::Pipeline;
@@ -19,26 +19,29 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::auth::{self, Auth};
 use crate::error::ApiError;
-use crate::extract::MAX_BODY_BYTES;
+use crate::extract::BodyLimit;
 use crate::http_metrics;
+use crate::limits::{self, Limits};
 use crate::openapi::ApiDoc;
+use crate::read::generations::GenerationFollower;
 use crate::read::populate::Populator;
 use crate::read::redis_reads::RedisReads;
 use crate::read::views::Views;
 use crate::read::Reader;
 use crate::relay::OutboxRelay;
-use crate::routes::{documents, health, reads};
+use crate::request_id::ProcessRequestIds;
+use crate::routes::{admin, documents, health, reads};
+use crate::shutdown;
 use crate::state::{AppState, StateParts};
-
-/// How long a stopping API keeps publishing the outbox before it exits.
-const RELAY_DRAIN_DEADLINE: Duration = Duration::from_secs(5);
 
 pub struct Application {
     listener: TcpListener,
@@ -46,6 +49,10 @@ pub struct Application {
     metrics: PrometheusHandle,
     router: Router,
     relay: OutboxRelay,
+    generations: GenerationFollower,
+    limits: Limits,
+    /// From the signal to the exit, at most (`shutdown.deadline_ms`).
+    shutdown_deadline: Duration,
 }
 
 impl Application {
@@ -91,10 +98,12 @@ impl Application {
         )
         .with_stream_setup(js, settings.stream.clone());
         let pipeline = Arc::new(pipeline);
+        let (layouts, generations) =
+            GenerationFollower::start(&settings, &pipeline, redis.clone()).await;
         let reader = Arc::new(Reader::new(
             RedisReads::new(redis.clone(), settings.redis.timeout()),
             store.clone(),
-            KeyLayout::new(settings.worker.key_prefix.clone()),
+            layouts,
             Populator::new(&settings, pipeline.clone()),
             Views::new(&pipeline),
         ));
@@ -107,13 +116,19 @@ impl Application {
             dependency_timeout: settings.redis.timeout().max(settings.nats.timeout()),
             reader,
             read_settings: settings.reads.clone(),
+            admin_enabled: settings.admin_enabled,
+            max_event_bytes: settings.limits.max_event_bytes,
         });
+        let limits = Limits::new(&settings.limits);
         Ok(Self {
             listener,
             metrics_listener,
             metrics,
-            router: router(state),
+            router: router(state, Auth::from_settings(&settings), limits.clone()),
             relay,
+            generations,
+            limits,
+            shutdown_deadline: settings.shutdown.deadline(),
         })
     }
 
@@ -130,32 +145,40 @@ impl Application {
             .expect("a bound listener has an address")
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting, finishes in-flight requests and
-    /// drains the outbox (bounded), and returns.
+    /// Serves until `signal` resolves, then stops accepting, finishes in-flight requests and
+    /// drains the outbox, all within `shutdown.deadline_ms`, and returns (see [`shutdown`]).
     pub async fn run_until(
         self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
+        signal: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let stop = CancellationToken::new();
-        let relay = tokio::spawn(self.relay.run(stop.clone(), RELAY_DRAIN_DEADLINE));
+        let stop_relay = CancellationToken::new();
+        let relay = tokio::spawn(self.relay.run(stop_relay.clone()));
+        // Metrics and the generation follower serve the requests that are finishing too: they
+        // stop last.
+        let stop_background = CancellationToken::new();
         let metrics = tokio::spawn(serve_metrics(
             self.metrics_listener,
             self.metrics,
-            stop.clone(),
+            stop_background.clone(),
         ));
-        let signal = stop.clone();
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                signal.cancel();
-            })
-            .await;
-        stop.cancel();
-        relay.await.context("the outbox relay task failed")?;
-        metrics
-            .await
-            .context("the metrics task failed")?
-            .context("the metrics endpoint failed")?;
+        let generations = tokio::spawn(self.generations.run(stop_background.clone()));
+        let (served, stop_by) = shutdown::serve(
+            self.listener,
+            self.router,
+            signal,
+            self.shutdown_deadline,
+            &self.limits,
+        )
+        .await;
+        let flushed = shutdown::flush_outbox(relay, &stop_relay, stop_by).await;
+        stop_background.cancel();
+        shutdown::join_by(generations, stop_by, "the cache generations task").await?;
+        if let Some(served_metrics) =
+            shutdown::join_by(metrics, stop_by, "the metrics task").await?
+        {
+            served_metrics.context("the metrics endpoint failed")?;
+        }
+        flushed?;
         served.context("the HTTP server failed")
     }
 }
@@ -165,9 +188,11 @@ fn redis_manager(settings: &Settings) -> anyhow::Result<redis::aio::ConnectionMa
         anyhow::anyhow!("invalid redis_url {}: {:?}", settings.redis_url, err.kind())
     })?;
     let timeout = settings.redis.timeout();
+    // No response timeout here: every call through this connection is already bounded by its
+    // caller (`RedisReads`, `/readyz`, the generation follower), and a second timer per read
+    // costs the cache-hit path a timer registration for nothing.
     let config = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout))
         .set_number_of_retries(2)
         .set_max_delay(Duration::from_secs(2));
     // Lazy: the API must start (and keep accepting writes) while Redis is down.
@@ -176,9 +201,14 @@ fn redis_manager(settings: &Settings) -> anyhow::Result<redis::aio::ConnectionMa
     )?)
 }
 
-/// The router and the OpenAPI document, built from one list of handlers.
-pub fn router_and_spec(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
-    let (routes, spec) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+/// The router and the OpenAPI document, built from one list of handlers, with the API keys and
+/// the request limits enforced around every route.
+pub fn router_and_spec(
+    state: AppState,
+    auth: Auth,
+    limits: Limits,
+) -> (Router, utoipa::openapi::OpenApi) {
+    let (routes, mut spec) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(reads::get_many))
@@ -191,7 +221,9 @@ pub fn router_and_spec(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(reads::fields))
         .routes(routes!(reads::near))
         .routes(routes!(reads::top))
+        .routes(routes!(admin::invalidate))
         .split_for_parts();
+    crate::openapi::document_guards(&mut spec);
     let json = Arc::new(
         spec.to_pretty_json()
             .expect("the OpenAPI document serialises"),
@@ -203,17 +235,30 @@ pub fn router_and_spec(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         )
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
+        // Innermost first. Keys are checked before a request takes a concurrency permit, and
+        // both sit inside the metrics layer, so 401s and sheds are counted too.
+        .layer(axum::middleware::from_fn_with_state(
+            limits.clone(),
+            limits::enforce,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            auth::require_key,
+        ))
         .layer(axum::middleware::from_fn(http_metrics::record))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes()))
+        .layer(Extension(BodyLimit(limits.max_body_bytes())))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid));
+        .layer(SetRequestIdLayer::x_request_id(ProcessRequestIds::new()))
+        // Outermost: any layer that prints headers shows `Sensitive` for the API key.
+        .layer(SetSensitiveRequestHeadersLayer::new([AUTHORIZATION]));
     (router, spec)
 }
 
 /// The router, separate from any listener so tests can drive it directly.
-pub fn router(state: AppState) -> Router {
-    router_and_spec(state).0
+pub fn router(state: AppState, auth: Auth, limits: Limits) -> Router {
+    router_and_spec(state, auth, limits).0
 }
 
 async fn openapi_json(json: Arc<String>) -> impl axum::response::IntoResponse {
@@ -238,30 +283,4 @@ fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Spa
         path = %request.uri().path(),
         request_id,
     )
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(%err, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(%err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
-    tracing::info!("shutdown requested");
 }

@@ -21,6 +21,10 @@ pub struct StateParts<'a> {
     pub dependency_timeout: Duration,
     pub reader: Arc<Reader>,
     pub read_settings: ReadSettings,
+    /// Whether the operator routes (`/v1/admin/`) are served.
+    pub admin_enabled: bool,
+    /// The largest event the stream accepts (`limits.max_event_bytes`).
+    pub max_event_bytes: usize,
 }
 
 #[derive(Clone)]
@@ -37,6 +41,8 @@ struct Inner {
     dependency_timeout: Duration,
     reader: Arc<Reader>,
     read_settings: ReadSettings,
+    admin_enabled: bool,
+    max_event_bytes: usize,
 }
 
 impl AppState {
@@ -50,6 +56,8 @@ impl AppState {
             dependency_timeout,
             reader,
             read_settings,
+            admin_enabled,
+            max_event_bytes,
         } = parts;
         let collections = pipeline
             .collections()
@@ -65,8 +73,14 @@ impl AppState {
                 dependency_timeout,
                 reader,
                 read_settings,
+                admin_enabled,
+                max_event_bytes,
             }),
         }
+    }
+
+    pub fn max_event_bytes(&self) -> usize {
+        self.inner.max_event_bytes
     }
 
     pub fn collection(&self, name: &str) -> Option<Arc<Collection>> {
@@ -97,6 +111,10 @@ impl AppState {
 
     pub fn read_settings(&self) -> &ReadSettings {
         &self.inner.read_settings
+    }
+
+    pub fn admin_enabled(&self) -> bool {
+        self.inner.admin_enabled
     }
 
     /// Deadline for one readiness probe of a dependency.

@@ -705,6 +705,10 @@ EOT
 } >"$MD"
 
 mkdir -p "$(dirname "$OUT")"
+# The operator commands' section is written by bench-ops.sh; keep it.
+if [ -f "$OUT" ] && grep -q '^<!-- ops:begin -->' "$OUT"; then
+    { echo; sed -n '/^<!-- ops:begin -->/,/^<!-- ops:end -->/p' "$OUT"; } >>"$MD"
+fi
 cp "$MD" "$OUT"
 say "wrote $OUT in $((SECONDS - STARTED_AT)) s (build ${BUILD_SECS} s, benchmarks ${BENCH_SECS} s)"
 sed -n '/^## Targets/,/^## Results/p' "$OUT" | sed '$d'

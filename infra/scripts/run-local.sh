@@ -14,6 +14,8 @@
 #   REDIS_URL=redis://127.0.0.1:6379  NATS_URL=nats://127.0.0.1:4222  API_ADDR=127.0.0.1:8080
 #   API_METRICS_ADDR=127.0.0.1:9464   WORKER_METRICS_ADDR=127.0.0.1:9465
 #   STORE_URL, PIPELINE_CONFIG, CACHEFLOW_*: passed through to the binaries.
+#   API_KEYS: unset by default, so the local API is open (it logs a warning saying so); when
+#                                     set, export CACHEFLOW_API_KEY=<a writer key> for the seeding.
 #   SEED_COUNT=1000                   places seeded on the first run
 set -euo pipefail
 

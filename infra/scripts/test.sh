@@ -3,7 +3,9 @@
 #   1. install the system packages the tests need (redis-server, nats-server, curl, promtool)
 #   2. cargo fmt --all -- --check
 #   3. cargo clippy --workspace --all-targets -- -D warnings
-#   4. cargo test --workspace
+#   4. cargo build --workspace --bins (the fault-injection suite, `cargo test -p cacheflow-api
+#      --test faults`, runs the sync worker's binary, which building the api's tests does not build)
+#   5. cargo test --workspace
 # Stops at the first failing step with a non-zero exit code. The tests start their own
 # redis-server and nats-server processes on free ports (crate cacheflow-testkit).
 set -euo pipefail
@@ -12,7 +14,7 @@ cd "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/../.."
 
 started=$SECONDS
 step_number=0
-step_count=4
+step_count=5
 
 step() {
     local name=$1
@@ -33,6 +35,7 @@ step() {
 step "install dependencies" bash infra/scripts/install-deps.sh --test
 step "format" cargo fmt --all -- --check
 step "lint" cargo clippy --workspace --all-targets -- -D warnings
+step "binaries" cargo build --workspace --bins
 step "tests" cargo test --workspace
 
 printf '\n==== all checks passed in %ds ====\n' "$((SECONDS - started))"

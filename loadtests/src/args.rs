@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::engine::{Load, RunSpec};
-use crate::http::Target;
+use crate::http::{ApiKey, Target};
 use crate::seed;
 
 #[derive(Debug, Clone, Args)]
@@ -15,6 +15,10 @@ pub struct CommonArgs {
     /// Base URL of the API (or of the baseline server) under test.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub api: String,
+    /// API key sent as `Authorization: Bearer` when the API requires keys (`API_KEYS`); a writer
+    /// key for the scenarios that write.
+    #[arg(long, env = "CACHEFLOW_API_KEY", hide_env_values = true, value_parser = ApiKey::parse)]
+    pub api_key: Option<ApiKey>,
     /// Open loop: start this many requests per second whatever the latency; latency counts from
     /// each request's scheduled time (coordinated omission corrected).
     #[arg(long, value_parser = parse_rate, conflicts_with = "users")]
@@ -126,13 +130,14 @@ impl CommonArgs {
     }
 
     pub fn target(&self) -> anyhow::Result<Arc<Target>> {
-        Target::parse(&self.api)
+        Target::parse_with_key(&self.api, self.api_key.as_ref())
     }
 
     /// The seed step `--seed-data N` asks for.
     pub fn seed_args(&self) -> Option<seed::SeedArgs> {
         self.seed_data.map(|count| seed::SeedArgs {
             api: self.api.clone(),
+            api_key: self.api_key.clone(),
             count,
             concurrency: 16,
             seed: self.seed,

@@ -8,7 +8,7 @@ use anyhow::{bail, Context as _};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::{HeaderValue, CONTENT_TYPE, ETAG, HOST};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, ETAG, HOST};
 use hyper::{HeaderMap, Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -24,9 +24,50 @@ pub struct Target {
     pub base_path: String,
     /// The URL as given, without a trailing `/`.
     pub url: String,
+    /// `Authorization: Bearer <key>` for every request, when the API requires keys. Marked
+    /// sensitive: `Debug` shows `Sensitive`, never the key.
+    pub authorization: Option<HeaderValue>,
+}
+
+/// An API key (`--api-key` or `CACHEFLOW_API_KEY`); `Debug` never shows it.
+#[derive(Clone)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    /// For clap: any non-empty value that can be a header.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        if value.is_empty() {
+            return Err("the API key is empty".into());
+        }
+        if HeaderValue::from_str(value).is_err() {
+            return Err("the API key has characters a header cannot carry".into());
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    /// The `Authorization` header value.
+    pub fn header(&self) -> HeaderValue {
+        let mut value =
+            HeaderValue::from_str(&format!("Bearer {}", self.0)).expect("checked by ApiKey::parse");
+        value.set_sensitive(true);
+        value
+    }
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(***)")
+    }
 }
 
 impl Target {
+    /// A target whose requests carry `key`, if any.
+    pub fn parse_with_key(url: &str, key: Option<&ApiKey>) -> anyhow::Result<Arc<Self>> {
+        let mut target = Arc::unwrap_or_clone(Self::parse(url)?);
+        target.authorization = key.map(ApiKey::header);
+        Ok(Arc::new(target))
+    }
+
     pub fn parse(url: &str) -> anyhow::Result<Arc<Self>> {
         let url = url.trim_end_matches('/');
         let uri: Uri = url
@@ -51,6 +92,7 @@ impl Target {
             host: HeaderValue::from_str(authority.as_str())?,
             base_path: uri.path().trim_end_matches('/').to_owned(),
             url: url.to_owned(),
+            authorization: None,
         }))
     }
 
@@ -89,6 +131,9 @@ impl Planned {
             .method(self.method.clone())
             .uri(target.path(&self.path))
             .header(HOST, target.host.clone());
+        if let Some(authorization) = &target.authorization {
+            builder = builder.header(AUTHORIZATION, authorization.clone());
+        }
         let body = match &self.body {
             Some((content_type, body)) => {
                 builder = builder.header(CONTENT_TYPE, *content_type);
@@ -307,5 +352,19 @@ mod tests {
         assert_eq!(request.uri(), "/base/v1/places/a");
         assert_eq!(request.headers()[HOST], "127.0.0.1:9");
         assert_eq!(request.headers()[CONTENT_TYPE], "application/json");
+        assert!(request.headers().get(AUTHORIZATION).is_none());
+    }
+
+    #[test]
+    fn an_api_key_goes_into_every_request_and_never_into_debug_output() {
+        let key = ApiKey::parse("k3y-value").unwrap();
+        let target = Target::parse_with_key("http://127.0.0.1:9", Some(&key)).unwrap();
+        let request = Planned::get(0, 0, "/v1/places/a".into())
+            .request(&target)
+            .unwrap();
+        assert_eq!(request.headers()[AUTHORIZATION], "Bearer k3y-value");
+        assert!(!format!("{target:?} {key:?}").contains("k3y-value"));
+        assert!(ApiKey::parse("").is_err());
+        assert!(ApiKey::parse("bad\nkey").is_err());
     }
 }

@@ -23,6 +23,9 @@ pub struct SeedArgs {
     /// Base URL of the cacheflow API.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub api: String,
+    /// A writer (or admin) API key, sent as `Authorization: Bearer` when the API requires keys.
+    #[arg(long, env = "CACHEFLOW_API_KEY", hide_env_values = true, value_parser = crate::http::ApiKey::parse)]
+    pub api_key: Option<crate::http::ApiKey>,
     /// How many places to write (ids 1..=count).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub count: u64,
@@ -113,7 +116,12 @@ pub async fn run(args: &SeedArgs) -> Result<SeedReport> {
     if !api.starts_with("http://") {
         bail!("--api {api}: expected a plain http:// URL (this tool is built without TLS)");
     }
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = &args.api_key {
+        headers.insert(reqwest::header::AUTHORIZATION, key.header());
+    }
     let client = reqwest::Client::builder()
+        .default_headers(headers)
         .timeout(Duration::from_secs(args.timeout_secs))
         .connect_timeout(Duration::from_secs(args.timeout_secs.min(5)))
         .pool_max_idle_per_host(args.concurrency as usize)
@@ -282,6 +290,7 @@ mod tests {
     fn args(api: String, count: u64) -> SeedArgs {
         SeedArgs {
             api,
+            api_key: None,
             count,
             concurrency: 4,
             seed: 42,

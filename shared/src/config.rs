@@ -3,11 +3,12 @@
 //!
 //! Environment variables:
 //! - the documented top-level names `STORE_URL`, `REDIS_URL`, `NATS_URL`, `API_ADDR`,
-//!   `METRICS_ADDR`, `PIPELINE_CONFIG`;
+//!   `METRICS_ADDR`, `PIPELINE_CONFIG`, `ADMIN_ENABLED`, `API_KEYS`;
 //! - any other key as `CACHEFLOW_<SECTION>__<KEY>`, e.g. `CACHEFLOW_STREAM__MAX_MSGS_PER_SUBJECT=5`;
 //! - `CACHEFLOW_CONFIG`: the optional settings file (default `config/cacheflow.toml` when it exists).
 //!
-//! URLs are [`SecretUrl`]s, so printing the settings never prints a password.
+//! URLs are [`SecretUrl`]s and passwords and tokens [`Secret`]s, so printing the settings never
+//! prints a credential. `API_KEYS` holds hashes of the keys, never the keys.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,7 +18,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-use crate::redact::SecretUrl;
+use crate::redact::{Secret, SecretUrl};
+use crate::security::ApiKeys;
 
 /// Which binary is loading the settings; only some defaults differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +47,90 @@ pub struct Settings {
     #[serde(default)]
     pub worker: WorkerSettings,
     pub reads: ReadSettings,
+    /// `ADMIN_ENABLED`: serves the operator routes under `/v1/admin/` (invalidation). Off by
+    /// default: they remove cache entries in bulk.
+    #[serde(default)]
+    pub admin_enabled: bool,
+    /// `API_KEYS`: `role:<sha256 hex>` entries separated by commas, roles `reader`, `writer` and
+    /// `admin`. Empty (the default): no keys, the API is open to anyone who reaches it, which is
+    /// for local development only (the API warns at start-up).
+    #[serde(default)]
+    pub api_keys: ApiKeys,
+    #[serde(default)]
+    pub security: SecuritySettings,
+    #[serde(default)]
+    pub limits: LimitSettings,
+    #[serde(default)]
+    pub shutdown: ShutdownSettings,
+}
+
+/// How the API uses `API_KEYS`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecuritySettings {
+    /// Reads (`GET`/`HEAD` under `/v1/`) need a key too (any role). Off by default: writes and
+    /// the admin routes always need one once `API_KEYS` is set.
+    pub require_read_key: bool,
+}
+
+/// What one request may cost the API. Query sizes are capped by [`ReadSettings`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    /// A request not answered by then gets `503` `timeout`. Longer than `store.op_timeout_ms`,
+    /// so that a slow store answers `store_unavailable` first.
+    pub request_timeout_ms: u64,
+    /// Requests handled at once; more are refused at once with `503` `overloaded` and
+    /// `Retry-After`, rather than queued. `/healthz` and `/readyz` are not counted.
+    pub max_concurrent_requests: usize,
+    /// Largest request body; a larger one gets `413` `payload_too_large`.
+    pub max_body_bytes: usize,
+    /// Largest event the stream accepts: the NATS server's `max_payload` (1 MiB by default).
+    /// A write whose event would be larger is refused before it is committed (`413`
+    /// `event_too_large`, or `422` for a PATCH whose merged document grew too large): once
+    /// committed, an event the stream refuses could never be published.
+    pub max_event_bytes: usize,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            request_timeout_ms: 10_000,
+            max_concurrent_requests: 1_024,
+            max_body_bytes: 1024 * 1024,
+            max_event_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl LimitSettings {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+/// Stopping on SIGTERM or Ctrl-C.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownSettings {
+    /// From the signal to the exit, at most: the API's in-flight requests and outbox flush, the
+    /// worker's batch in flight. Whatever is not finished by then is left for later (unpublished
+    /// events stay in the outbox, unacked messages are redelivered), never lost.
+    pub deadline_ms: u64,
+}
+
+impl Default for ShutdownSettings {
+    fn default() -> Self {
+        Self {
+            deadline_ms: 10_000,
+        }
+    }
+}
+
+impl ShutdownSettings {
+    pub fn deadline(&self) -> Duration {
+        Duration::from_millis(self.deadline_ms)
+    }
 }
 
 /// The JetStream stream every write is published to.
@@ -106,6 +192,18 @@ pub struct RedisSettings {
 pub struct NatsSettings {
     /// Deadline for connecting and for one JetStream request (publish ack, stream info).
     pub timeout_ms: u64,
+    /// A `.creds` file (JWT and NKey seed) to authenticate with. At most one of `creds_file`,
+    /// `user` with `password`, and `token`.
+    pub creds_file: Option<PathBuf>,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    pub token: Option<Secret>,
+    /// PEM file of the CA that signed the server's certificate, when it is not a public one;
+    /// setting it also makes TLS required. (`tls://` URLs require TLS as well.)
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM) for servers that verify clients; both or neither.
+    pub tls_client_cert: Option<PathBuf>,
+    pub tls_client_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -161,6 +259,9 @@ pub struct ReadSettings {
     pub max_limit: usize,
     /// Largest `radius_m` of a nearby query.
     pub max_radius_m: f64,
+    /// How often the API re-reads each collection's active cache generation
+    /// (`cacheflow:gen:<collection>`), so it follows a rebuild's switch without a restart.
+    pub generation_refresh_ms: u64,
 }
 
 impl Default for ReadSettings {
@@ -170,6 +271,7 @@ impl Default for ReadSettings {
             max_batch_ids: 1_000,
             max_limit: 1_000,
             max_radius_m: 100_000.0,
+            generation_refresh_ms: 250,
         }
     }
 }
@@ -177,6 +279,10 @@ impl Default for ReadSettings {
 impl ReadSettings {
     pub fn negative_ttl(&self) -> Duration {
         Duration::from_millis(self.negative_ttl_ms)
+    }
+
+    pub fn generation_refresh(&self) -> Duration {
+        Duration::from_millis(self.generation_refresh_ms)
     }
 }
 
@@ -230,6 +336,8 @@ const TOP_LEVEL_ENV: &[&str] = &[
     "API_ADDR",
     "METRICS_ADDR",
     "PIPELINE_CONFIG",
+    "ADMIN_ENABLED",
+    "API_KEYS",
 ];
 const ENV_PREFIX: &str = "CACHEFLOW_";
 const CONFIG_FILE_ENV: &str = "CACHEFLOW_CONFIG";
@@ -268,13 +376,27 @@ impl Settings {
                 mongo_database: "cacheflow".into(),
             },
             redis: RedisSettings { timeout_ms: 1_000 },
-            nats: NatsSettings { timeout_ms: 5_000 },
+            nats: NatsSettings {
+                timeout_ms: 5_000,
+                creds_file: None,
+                user: None,
+                password: None,
+                token: None,
+                tls_ca_file: None,
+                tls_client_cert: None,
+                tls_client_key: None,
+            },
             log: LogSettings {
                 filter: "info".into(),
                 json: false,
             },
             worker: WorkerSettings::default(),
             reads: ReadSettings::default(),
+            admin_enabled: false,
+            api_keys: ApiKeys::default(),
+            security: SecuritySettings::default(),
+            limits: LimitSettings::default(),
+            shutdown: ShutdownSettings::default(),
         }
     }
 
@@ -347,6 +469,10 @@ impl Settings {
         positive("reads.negative_ttl_ms", self.reads.negative_ttl_ms)?;
         positive("reads.max_batch_ids", self.reads.max_batch_ids as u64)?;
         positive("reads.max_limit", self.reads.max_limit as u64)?;
+        positive(
+            "reads.generation_refresh_ms",
+            self.reads.generation_refresh_ms,
+        )?;
         if !(self.reads.max_radius_m.is_finite() && self.reads.max_radius_m > 0.0) {
             return Err(ConfigError(
                 "reads.max_radius_m must be a positive number".into(),
@@ -384,6 +510,22 @@ impl Settings {
                 "stream.max_msgs_per_subject must be at least 1, or -1 for unlimited".into(),
             ));
         }
+        positive("limits.request_timeout_ms", self.limits.request_timeout_ms)?;
+        positive(
+            "limits.max_concurrent_requests",
+            self.limits.max_concurrent_requests as u64,
+        )?;
+        positive("limits.max_body_bytes", self.limits.max_body_bytes as u64)?;
+        positive("limits.max_event_bytes", self.limits.max_event_bytes as u64)?;
+        positive("shutdown.deadline_ms", self.shutdown.deadline_ms)?;
+        if self.security.require_read_key && self.api_keys.is_empty() {
+            return Err(ConfigError(
+                "security.require_read_key is set but API_KEYS is empty: set keys, or reads \
+                 would look protected while the API is open"
+                    .into(),
+            ));
+        }
+        self.nats.check()?;
         if self.outbox.retry_min_ms > self.outbox.retry_max_ms {
             return Err(ConfigError(
                 "outbox.retry_min_ms must not exceed outbox.retry_max_ms".into(),
@@ -431,6 +573,51 @@ impl RedisSettings {
 impl NatsSettings {
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
+    }
+
+    /// One way to authenticate, complete; values are never quoted (they may be secrets).
+    fn check(&self) -> Result<(), ConfigError> {
+        let user_password = match (&self.user, &self.password) {
+            (Some(_), Some(_)) => true,
+            (None, None) => false,
+            _ => {
+                return Err(ConfigError(
+                    "nats.user and nats.password must be set together".into(),
+                ))
+            }
+        };
+        let methods = [
+            self.creds_file.is_some(),
+            user_password,
+            self.token.is_some(),
+        ];
+        if methods.iter().filter(|set| **set).count() > 1 {
+            return Err(ConfigError(
+                "nats: set only one of creds_file, user and password, token".into(),
+            ));
+        }
+        let empty = [
+            ("nats.user", self.user.as_deref().is_some_and(str::is_empty)),
+            (
+                "nats.password",
+                self.password
+                    .as_ref()
+                    .is_some_and(|p| p.expose().is_empty()),
+            ),
+            (
+                "nats.token",
+                self.token.as_ref().is_some_and(|t| t.expose().is_empty()),
+            ),
+        ];
+        if let Some((key, _)) = empty.iter().find(|(_, is_empty)| *is_empty) {
+            return Err(ConfigError(format!("{key} must not be empty")));
+        }
+        if self.tls_client_cert.is_some() != self.tls_client_key.is_some() {
+            return Err(ConfigError(
+                "nats.tls_client_cert and nats.tls_client_key must be set together".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -529,6 +716,169 @@ mod tests {
     fn debug_output_hides_credentials() {
         let mut settings = Settings::defaults(Role::Api);
         settings.redis_url = SecretUrl::new("redis://:topsecret@cache:6379");
-        assert!(!format!("{settings:?}").contains("topsecret"));
+        settings.nats.password = Some(Secret::new("natspassword"));
+        settings.nats.token = Some(Secret::new("natstoken"));
+        let debug = format!("{settings:?}");
+        for secret in ["topsecret", "natspassword", "natstoken"] {
+            assert!(!debug.contains(secret), "{secret} leaked: {debug}");
+        }
+    }
+
+    #[test]
+    fn api_keys_come_from_the_top_level_variable() {
+        use crate::security::{hash_key, KeyRole};
+        Jail::expect_with(|jail| {
+            let settings = Settings::load(Role::Api).unwrap();
+            assert!(settings.api_keys.is_empty());
+            assert!(!settings.security.require_read_key);
+            jail.set_env(
+                "API_KEYS",
+                format!(
+                    "writer:{},admin:{},reader:{},writer:{}",
+                    hash_key("w1"),
+                    hash_key("a1"),
+                    hash_key("r1"),
+                    hash_key("w2")
+                ),
+            );
+            jail.set_env("CACHEFLOW_SECURITY__REQUIRE_READ_KEY", "true");
+            let settings = Settings::load(Role::Api).unwrap();
+            assert_eq!(settings.api_keys.role_of("w2"), Some(KeyRole::Writer));
+            assert_eq!(settings.api_keys.role_of("a1"), Some(KeyRole::Admin));
+            assert_eq!(settings.api_keys.role_of("r1"), Some(KeyRole::Reader));
+            assert!(settings.security.require_read_key);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn api_keys_errors_name_the_variable_and_never_echo_it() {
+        let pasted = "my-raw-secret-key-0123";
+        for bad in [
+            format!("writer:{pasted}"),
+            format!("superuser:{}", "ab".repeat(32)),
+            pasted.to_owned(),
+            "12345678901234567890".to_owned(),
+            format!("writer:{}", "zz".repeat(32)),
+        ] {
+            Jail::expect_with(|jail| {
+                jail.set_env("API_KEYS", &bad);
+                let err = Settings::load(Role::Api).unwrap_err().to_string();
+                assert!(err.contains("API_KEYS"), "{err}");
+                assert!(!err.contains(&bad), "the value leaked: {err}");
+                assert!(!err.contains(pasted), "the value leaked: {err}");
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
+    fn require_read_key_needs_keys() {
+        Jail::expect_with(|jail| {
+            jail.set_env("CACHEFLOW_SECURITY__REQUIRE_READ_KEY", "true");
+            let err = Settings::load(Role::Api).unwrap_err().to_string();
+            assert!(err.contains("security.require_read_key"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn limits_and_shutdown_have_defaults_and_are_checked() {
+        Jail::expect_with(|jail| {
+            let settings = Settings::load(Role::Api).unwrap();
+            assert_eq!(settings.limits.request_timeout(), Duration::from_secs(10));
+            assert_eq!(settings.limits.max_concurrent_requests, 1_024);
+            assert_eq!(settings.limits.max_body_bytes, 1024 * 1024);
+            assert_eq!(settings.shutdown.deadline(), Duration::from_secs(10));
+            jail.set_env("CACHEFLOW_LIMITS__REQUEST_TIMEOUT_MS", "250");
+            jail.set_env("CACHEFLOW_LIMITS__MAX_CONCURRENT_REQUESTS", "8");
+            jail.set_env("CACHEFLOW_LIMITS__MAX_BODY_BYTES", "4096");
+            jail.set_env("CACHEFLOW_SHUTDOWN__DEADLINE_MS", "3000");
+            let settings = Settings::load(Role::Worker).unwrap();
+            assert_eq!(
+                settings.limits.request_timeout(),
+                Duration::from_millis(250)
+            );
+            assert_eq!(settings.limits.max_concurrent_requests, 8);
+            assert_eq!(settings.limits.max_body_bytes, 4096);
+            assert_eq!(settings.shutdown.deadline(), Duration::from_secs(3));
+            jail.set_env("CACHEFLOW_SHUTDOWN__DEADLINE_MS", "0");
+            let err = Settings::load(Role::Api).unwrap_err().to_string();
+            assert!(err.contains("shutdown.deadline_ms"), "{err}");
+            jail.set_env("CACHEFLOW_SHUTDOWN__DEADLINE_MS", "10");
+            jail.set_env("CACHEFLOW_LIMITS__MAX_CONCURRENT_REQUESTS", "0");
+            let err = Settings::load(Role::Api).unwrap_err().to_string();
+            assert!(err.contains("limits.max_concurrent_requests"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn tls_urls_and_nats_credentials_are_settings() {
+        Jail::expect_with(|jail| {
+            jail.set_env("REDIS_URL", "rediss://:redispw@cache.example.com:6380");
+            jail.set_env("NATS_URL", "tls://nats.example.com:4222");
+            jail.set_env(
+                "STORE_URL",
+                "mongodb+srv://app:mongopw@cluster0.example.mongodb.net/cacheflow",
+            );
+            jail.set_env("CACHEFLOW_NATS__USER", "app");
+            jail.set_env("CACHEFLOW_NATS__PASSWORD", "natspw");
+            jail.set_env("CACHEFLOW_NATS__TLS_CA_FILE", "/etc/cacheflow/nats-ca.pem");
+            let settings = Settings::load(Role::Api).unwrap();
+            assert_eq!(settings.redis_url.scheme(), Some("rediss"));
+            assert_eq!(settings.nats_url.scheme(), Some("tls"));
+            assert_eq!(settings.store_url.scheme(), Some("mongodb+srv"));
+            assert_eq!(settings.nats.user.as_deref(), Some("app"));
+            assert_eq!(
+                settings.nats.password.as_ref().map(Secret::expose),
+                Some("natspw")
+            );
+            assert_eq!(
+                settings.nats.tls_ca_file,
+                Some(PathBuf::from("/etc/cacheflow/nats-ca.pem"))
+            );
+            let debug = format!("{settings:?}");
+            for secret in ["redispw", "natspw", "mongopw"] {
+                assert!(!debug.contains(secret), "{secret} leaked: {debug}");
+            }
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "nats.toml",
+                "[nats]\ntoken = \"s3cret-token\"\ntls_client_cert = \"c.pem\"\ntls_client_key = \"k.pem\"\n",
+            )?;
+            jail.set_env("CACHEFLOW_CONFIG", "nats.toml");
+            let settings = Settings::load(Role::Worker).unwrap();
+            assert_eq!(
+                settings.nats.token.as_ref().map(Secret::expose),
+                Some("s3cret-token")
+            );
+            assert!(!format!("{settings:?}").contains("s3cret-token"));
+            jail.set_env("CACHEFLOW_NATS__CREDS_FILE", "/etc/cacheflow/app.creds");
+            let err = Settings::load(Role::Worker).unwrap_err().to_string();
+            assert!(err.contains("only one of"), "{err}");
+            assert!(!err.contains("s3cret-token"), "{err}");
+            Ok(())
+        });
+        for (key, value, expected) in [
+            ("CACHEFLOW_NATS__USER", "app", "nats.user and nats.password"),
+            (
+                "CACHEFLOW_NATS__PASSWORD",
+                "pw-only",
+                "nats.user and nats.password",
+            ),
+            ("CACHEFLOW_NATS__TOKEN", "", "nats.token must not be empty"),
+            ("CACHEFLOW_NATS__TLS_CLIENT_KEY", "k.pem", "tls_client_cert"),
+        ] {
+            Jail::expect_with(|jail| {
+                jail.set_env(key, value);
+                let err = Settings::load(Role::Api).unwrap_err().to_string();
+                assert!(err.contains(expected), "{key}: {err}");
+                assert!(value.is_empty() || !err.contains("pw-only"), "{err}");
+                Ok(())
+            });
+        }
     }
 }

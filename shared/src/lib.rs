@@ -12,7 +12,8 @@
 //!   the worker, cache-aside populate, backfill and replay all share.
 //! - [`events`]: the JetStream side: stream set-up and the outbox relay's publisher.
 //! - [`retry`]: the one backoff policy (capped, jittered) used for every retried external call.
-//! - [`redact`]: URLs with their credentials hidden, for logs.
+//! - [`redact`]: URLs and secret settings with their credentials hidden, for logs.
+//! - [`security`]: API keys: roles, the configured SHA-256 hashes, the constant-time lookup.
 //! - [`telemetry`]: tracing set-up, the Prometheus recorder and `/metrics` endpoint, the metric
 //!   names (`telemetry::names`) and the dashboard checks shared by both binaries.
 
@@ -24,5 +25,6 @@ pub mod events;
 pub mod pipeline;
 pub mod redact;
 pub mod retry;
+pub mod security;
 pub mod store;
 pub mod telemetry;

@@ -1,5 +1,6 @@
-//! Connection URLs carry credentials (`redis://:pw@host`, `mongodb+srv://user:pw@cluster`); these
-//! helpers make sure only the redacted form ever reaches a log line or an error message.
+//! Connection URLs carry credentials (`redis://:pw@host`, `mongodb+srv://user:pw@cluster`), and some
+//! settings are credentials (`nats.password`, `nats.token`); these types make sure only the
+//! redacted form ever reaches a log line or an error message.
 
 use std::fmt;
 
@@ -40,6 +41,35 @@ impl fmt::Debug for SecretUrl {
 impl fmt::Display for SecretUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.redacted())
+    }
+}
+
+/// A secret setting (a password, a token). `Debug` and `Display` print `***`; the value is only
+/// reachable through [`Secret::expose`]. It serialises as itself, for the settings layers only.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value, for handing to a client library. Never log this.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
     }
 }
 
@@ -102,6 +132,15 @@ mod tests {
             redact_url("sqlite://data/cacheflow.db"),
             "sqlite://data/cacheflow.db"
         );
+    }
+
+    #[test]
+    fn secrets_print_as_stars() {
+        let secret = Secret::new("hunter2");
+        assert_eq!(format!("{secret:?}"), "\"***\"");
+        assert_eq!(format!("{secret}"), "***");
+        assert_eq!(format!("{:?}", Some(secret.clone())), "Some(\"***\")");
+        assert_eq!(secret.expose(), "hunter2");
     }
 
     #[test]

@@ -142,6 +142,7 @@ fn known_env_names() -> BTreeSet<String> {
         "API_ADDR",
         "METRICS_ADDR",
         "PIPELINE_CONFIG",
+        "API_KEYS",
     ] {
         assert!(
             known.contains(&format!("CACHEFLOW_{name}")),
@@ -207,6 +208,13 @@ fn compose_values_are_valid_settings() {
         let settings = Settings::from_figment(figment)
             .unwrap_or_else(|e| panic!("service {name}: its environment does not load: {e}"));
         assert_ne!(settings.metrics_addr.port(), 0, "{name}");
+        if role == Role::Api {
+            // The stack is reachable from the host: it must not run open.
+            assert!(
+                !settings.api_keys.is_empty(),
+                "the api service sets no API_KEYS"
+            );
+        }
     }
 }
 

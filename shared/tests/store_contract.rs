@@ -401,6 +401,10 @@ async fn scan_pages_live_documents_in_id_order(store: Store) {
         .put("notes", "id00", doc(json!({})), Precondition::None)
         .await
         .unwrap();
+    // Tombstones and other collections are not counted.
+    assert_eq!(store.count_live("places").await.unwrap(), 24);
+    assert_eq!(store.count_live("notes").await.unwrap(), 1);
+    assert_eq!(store.count_live("nothing").await.unwrap(), 0);
     let mut after: Option<String> = None;
     let mut ids = Vec::new();
     loop {

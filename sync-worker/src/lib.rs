@@ -6,7 +6,8 @@
 //! versioned Lua script in Redis), retries transient failures without acking, sends poison
 //! events to the [`dlq`], and acks → [`worker`] loops until [`shutdown`] is requested.
 //!
-//! - [`cli`]: the command line (`run`, the default).
+//! - [`cli`]: the command line (`run`, the default; the operator commands `backfill`, `replay`,
+//!   `rebuild`, `verify`, in [`ops`]).
 //! - [`worker`]: start-up (connect, bind the consumer, load the script, each retried) and the
 //!   fetch → apply → ack loop; returns the run's [`stats::Stats`]. The binary runs it with the
 //!   metrics endpoint ([`run_with_metrics`]).
@@ -24,6 +25,7 @@ pub mod cli;
 pub mod consumer;
 pub mod dlq;
 pub mod metrics;
+pub mod ops;
 pub mod retry;
 pub mod shutdown;
 pub mod stats;
@@ -31,5 +33,7 @@ pub mod worker;
 
 #[cfg(test)]
 mod apply_tests;
+#[cfg(test)]
+mod generation_tests;
 
 pub use worker::{run, run_with_metrics, WorkerError};

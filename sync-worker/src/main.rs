@@ -1,5 +1,6 @@
-//! `cacheflow-sync-worker [run]`: loads the settings and the pipeline, then runs the worker
-//! until SIGTERM or Ctrl-C. Everything else lives in the library.
+//! `cacheflow-sync-worker [run | backfill | replay | rebuild | verify]`: loads the settings and
+//! the pipeline, then runs the worker until SIGTERM or Ctrl-C, or one operator command. Everything
+//! else lives in the library.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -9,10 +10,15 @@ use cacheflow_shared::config::{Role, Settings};
 use cacheflow_shared::pipeline::Pipeline;
 use cacheflow_shared::telemetry;
 use cacheflow_sync_worker::cli::{Cli, Command};
+use cacheflow_sync_worker::ops::{report, Ops};
 use cacheflow_sync_worker::shutdown;
 use clap::Parser;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+// The same allocator as the API: the worker allocates per event (decode, plan, encode).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -24,7 +30,7 @@ async fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     match start(cli.command(), token).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             tracing::error!(error = format!("{err:#}"), "sync worker failed");
             eprintln!("error: {err:#}");
@@ -33,7 +39,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn start(command: Command, token: CancellationToken) -> anyhow::Result<()> {
+async fn start(command: Command, token: CancellationToken) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(Role::Worker)?;
     telemetry::init(&settings.log);
     let pipeline = Pipeline::load(&settings.pipeline_config).with_context(|| {
@@ -53,9 +59,28 @@ async fn start(command: Command, token: CancellationToken) -> anyhow::Result<()>
                         settings.metrics_addr
                     )
                 })?;
-            cacheflow_sync_worker::run_with_metrics(settings, Arc::new(pipeline), metrics, token)
-                .await?;
+            let deadline = settings.shutdown.deadline();
+            let run = cacheflow_sync_worker::run_with_metrics(
+                settings,
+                Arc::new(pipeline),
+                metrics,
+                token.clone(),
+            );
+            match shutdown::finish_within(run, &token, deadline).await {
+                Some(result) => {
+                    result?;
+                }
+                None => tracing::warn!(
+                    deadline_ms = deadline.as_millis() as u64,
+                    "shutdown deadline passed with a batch still in flight; exiting without its \
+                     acks: JetStream redelivers those messages after ack_wait"
+                ),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        command => {
+            let ops = Ops::connect(settings, Arc::new(pipeline), token).await?;
+            report::run(&ops, command).await
         }
     }
-    Ok(())
 }

@@ -1,6 +1,7 @@
 //! The worker's Prometheus metrics (names in `cacheflow_shared::telemetry::names`): outcomes per
-//! collection, retries per dependency, batch duration and size, sync lag, and the consumer's
-//! pending counts polled from JetStream.
+//! collection, retries per dependency, batch duration and size, sync lag, the consumer's
+//! pending counts polled from JetStream, and the last audit's drift polled from Redis (`verify`
+//! runs once and exits, so the workers export what it recorded).
 //!
 //! Every series with a known label set is registered at start-up (at zero), so that `rate()`
 //! and the dashboards see it before its first event. The handles are resolved once: recording an
@@ -11,11 +12,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{Info, PullConsumer};
-use cacheflow_shared::cache::ApplyOutcome;
+use cacheflow_shared::cache::{ApplyOutcome, RedisCacheWriter};
 use cacheflow_shared::pipeline::Pipeline;
 use cacheflow_shared::telemetry::names::{self, label, UNKNOWN_COLLECTION};
 use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 use tokio_util::sync::CancellationToken;
+
+use crate::ops::verify::export;
 
 /// How often each worker reads the consumer's pending counts. Cheap because the consumer has no
 /// subject filter (see `consumer`); every worker polls, so the gauges are the same on all of them
@@ -174,9 +177,16 @@ impl WorkerMetrics {
     }
 
     /// Reads the consumer's info every [`CONSUMER_POLL_INTERVAL`] (the first at once) into the
-    /// pending gauges, until `stop` is cancelled. A failed read keeps the last values: the
-    /// outage shows in the retry counters and logs.
-    pub async fn poll_consumer(&self, consumer: &PullConsumer, stop: &CancellationToken) {
+    /// pending gauges, and the last audit of each collection (one `HGETALL` each, one round
+    /// trip, through `audits`' connection) into `cacheflow_audit_drift_entities`, until `stop` is
+    /// cancelled. A failed read keeps the last values: the outage shows in the retry counters
+    /// and logs.
+    pub async fn poll_consumer(
+        &self,
+        consumer: &PullConsumer,
+        audits: &RedisCacheWriter,
+        stop: &CancellationToken,
+    ) {
         let mut ticks = tokio::time::interval(CONSUMER_POLL_INTERVAL);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -192,7 +202,27 @@ impl WorkerMetrics {
                 Ok(info) => self.consumer(&info),
                 Err(err) => tracing::debug!(error = %err, "reading the consumer info failed"),
             }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = export_audits(audits) => {}
+            }
         }
+    }
+}
+
+/// Sets the drift gauges of every audited collection from what `verify` last recorded.
+async fn export_audits(writer: &RedisCacheWriter) {
+    let collections: Vec<&str> = writer.pipeline().collection_names().collect();
+    let mut conn = writer.connection();
+    match export::read_last(&mut conn, writer.key_prefix(), &collections).await {
+        Ok(audits) => {
+            for (collection, drift) in collections.iter().zip(audits) {
+                if let Some(drift) = drift {
+                    export::set_gauges(collection, &drift);
+                }
+            }
+        }
+        Err(err) => tracing::debug!(error = %err, "reading the last audits failed"),
     }
 }
 

@@ -1,6 +1,9 @@
 //! Shutdown from one signal future: SIGTERM or Ctrl-C cancels a token that every loop watches.
 //! The fetch loop stops taking work, the batch in flight is finished and acked, then `run`
-//! returns.
+//! returns; [`finish_within`] bounds that by `shutdown.deadline_ms`.
+
+use std::future::Future;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -23,4 +26,57 @@ pub fn cancel_on_signal(token: CancellationToken) -> std::io::Result<()> {
         token.cancel();
     });
     Ok(())
+}
+
+/// Waits for `work`; once `token` is cancelled, for at most `deadline` more. `None` when the
+/// deadline passed first (`work` is dropped): the caller exits anyway. Nothing is lost that way:
+/// the messages of an unfinished batch were not acked, so JetStream redelivers them after
+/// `worker.ack_wait_secs`.
+pub async fn finish_within<F: Future>(
+    work: F,
+    token: &CancellationToken,
+    deadline: Duration,
+) -> Option<F::Output> {
+    let mut work = std::pin::pin!(work);
+    tokio::select! {
+        output = &mut work => return Some(output),
+        () = token.cancelled() => {}
+    }
+    tokio::time::timeout(deadline, work).await.ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn work_finishing_in_time_is_awaited() {
+        let token = CancellationToken::new();
+        token.cancel();
+        let work = async {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            7
+        };
+        assert_eq!(
+            finish_within(work, &token, Duration::from_secs(5)).await,
+            Some(7)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_counts_from_the_cancellation() {
+        let token = CancellationToken::new();
+        let cancel = token.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            cancel.cancel();
+        });
+        let started = tokio::time::Instant::now();
+        let never = std::future::pending::<()>();
+        assert_eq!(
+            finish_within(never, &token, Duration::from_secs(5)).await,
+            None
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(65));
+    }
 }

@@ -146,7 +146,7 @@ pub async fn run(
             polling.cancel();
             result
         },
-        metrics.poll_consumer(&consumer, &polling),
+        metrics.poll_consumer(&consumer, &writer, &polling),
     );
     // Acks are fire-and-forget publishes: push the last ones out before the process exits.
     if let Err(err) = client.flush().await {

@@ -47,7 +47,7 @@ impl Reader {
         let Some(read_key) = self.views.get(collection).and_then(|v| v.read_key(id)) else {
             return self.store_answer(collection, id, CacheStatus::Bypass).await;
         };
-        let key = self.layout.key(&read_key);
+        let key = self.layout(collection).key(&read_key);
         match self.redis.get(&key).await {
             Ok(Some(json)) if json == ABSENT_MARKER => {
                 count(collection, "negative_hit");
@@ -177,12 +177,10 @@ impl Reader {
         ids: &[String],
     ) -> Result<(Vec<BatchItem>, CacheStatus), Arc<StoreError>> {
         let view = self.views.get(collection);
+        let layout = self.layout(collection);
         let keys: Option<Vec<String>> = ids
             .iter()
-            .map(|id| {
-                view.and_then(|v| v.read_key(id))
-                    .map(|k| self.layout.key(&k))
-            })
+            .map(|id| view.and_then(|v| v.read_key(id)).map(|k| layout.key(&k)))
             .collect();
         let cached = match keys {
             Some(keys) => self.redis.mget(&keys).await.ok(),

@@ -8,8 +8,12 @@
 //! - [`entity`]: `GET /{collection}/{id}` and `GET /{collection}?ids=`.
 //! - [`queries`]: nearest, top-N and hash fields.
 //! - [`populate`]: writing store reads back to Redis through the versioned apply.
+//! - [`generations`]: following each collection's active cache generation.
+//! - [`invalidate`]: operators' removal of cache entries (the next read repopulates them).
 
 pub mod entity;
+pub mod generations;
+pub mod invalidate;
 pub mod populate;
 pub mod queries;
 pub mod redis_reads;
@@ -18,6 +22,7 @@ pub mod views;
 
 use std::sync::Arc;
 
+use cacheflow_shared::cache::redis::generations::ActiveLayouts;
 use cacheflow_shared::cache::KeyLayout;
 use cacheflow_shared::store::{DocumentStore, StoreError, Versioned};
 
@@ -60,7 +65,9 @@ pub struct Fetched {
 pub struct Reader {
     pub(crate) redis: RedisReads,
     pub(crate) store: Arc<dyn DocumentStore>,
-    pub(crate) layout: KeyLayout,
+    /// Each collection's active generation, refreshed in the background: a read resolves its
+    /// layout here (a lock and a pointer copy), never with a round trip to Redis.
+    pub(crate) layouts: ActiveLayouts,
     pub(crate) flights: SingleFlight<Fetched>,
     pub(crate) populator: Populator,
     pub(crate) views: views::Views,
@@ -70,14 +77,14 @@ impl Reader {
     pub fn new(
         redis: RedisReads,
         store: Arc<dyn DocumentStore>,
-        layout: KeyLayout,
+        layouts: ActiveLayouts,
         populator: Populator,
         views: views::Views,
     ) -> Self {
         Self {
             redis,
             store,
-            layout,
+            layouts,
             flights: SingleFlight::default(),
             populator,
             views,
@@ -86,6 +93,11 @@ impl Reader {
 
     pub fn views(&self) -> &views::Views {
         &self.views
+    }
+
+    /// The layout `collection` is read from now (its active generation).
+    pub fn layout(&self, collection: &str) -> Arc<KeyLayout> {
+        self.layouts.layout(collection)
     }
 }
 

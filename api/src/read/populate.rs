@@ -18,7 +18,7 @@ use cacheflow_shared::telemetry::names::CACHE_POPULATE_TOTAL as POPULATE_TOTAL;
 /// Connects the cache writer on first use, so the API starts (and serves from the store) while
 /// Redis is down.
 pub struct Populator {
-    writer: OnceCell<Arc<dyn CacheWriter>>,
+    writer: OnceCell<Arc<RedisCacheWriter>>,
     url: SecretUrl,
     pipeline: Arc<Pipeline>,
     options: RedisWriterOptions,
@@ -36,14 +36,16 @@ impl Populator {
         }
     }
 
-    async fn writer(&self) -> Option<&Arc<dyn CacheWriter>> {
+    /// The API's one cache writer (populates and operators' invalidations share it, and with it
+    /// its cached view of the generations); `None` while Redis cannot be reached.
+    pub async fn writer(&self) -> Option<&Arc<RedisCacheWriter>> {
         let connect = || async {
             match RedisCacheWriter::connect(&self.url, self.pipeline.clone(), self.options.clone())
                 .await
             {
-                Ok(writer) => Ok(Arc::new(writer) as Arc<dyn CacheWriter>),
+                Ok(writer) => Ok(Arc::new(writer)),
                 Err(err) => {
-                    tracing::warn!(%err, "cache writer not connected; populate skipped");
+                    tracing::warn!(%err, "cache writer not connected; populates and invalidations skipped");
                     Err(())
                 }
             }

@@ -38,7 +38,7 @@ impl Reader {
         query: &NearQuery,
     ) -> Result<(Vec<Ranked>, CacheStatus), Arc<StoreError>> {
         let key = match index.key.render("", &Document::new()) {
-            Ok(key) => self.layout.key(&key),
+            Ok(key) => self.layout(collection).key(&key),
             Err(_) => unreachable!("a geo index key has no fields that need a document"),
         };
         match self
@@ -76,7 +76,7 @@ impl Reader {
         offset: usize,
         limit: usize,
     ) -> Result<(Vec<Ranked>, CacheStatus), Arc<StoreError>> {
-        let key = self.layout.key(
+        let key = self.layout(collection).key(
             &index
                 .key
                 .render("", params)
@@ -109,7 +109,7 @@ impl Reader {
         listed: &[String],
         types: &std::collections::HashMap<String, FieldType>,
     ) -> Result<(Option<Map<String, Value>>, CacheStatus), Arc<StoreError>> {
-        match self.redis.hgetall(&self.layout.key(key)).await {
+        match self.redis.hgetall(&self.layout(collection).key(key)).await {
             Ok(pairs) if !pairs.is_empty() => {
                 count(collection, "hit");
                 let object = pairs
@@ -149,11 +149,12 @@ impl Reader {
             return Ok((Vec::new(), CacheStatus::Hit));
         }
         let view = self.views.get(collection);
+        let layout = self.layout(collection);
         let keys: Vec<String> = members
             .iter()
             .map(|(id, _)| {
                 view.and_then(|v| v.read_key(id))
-                    .map_or_else(String::new, |k| self.layout.key(&k))
+                    .map_or_else(String::new, |k| layout.key(&k))
             })
             .collect();
         let cached = if view.is_some_and(|v| v.read_key.is_some()) {

@@ -109,6 +109,23 @@ impl RedisReads {
         self.query(&cmd).await
     }
 
+    /// One page of `SCAN cursor MATCH pattern COUNT count`: the next cursor (0 when the scan is
+    /// complete) and the keys of this page, as bytes (a foreign key need not be UTF-8).
+    pub async fn scan(
+        &self,
+        cursor: u64,
+        pattern: &str,
+        count: usize,
+    ) -> Result<(u64, Vec<Vec<u8>>), RedisUnavailable> {
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(count);
+        self.query(&cmd).await
+    }
+
     pub async fn ping(&self) -> Result<(), RedisUnavailable> {
         let _: String = self.query(&redis::cmd("PING")).await?;
         Ok(())

@@ -13,6 +13,7 @@ use cacheflow_shared::store::{Validator, WriteOutcome};
 use serde_json::Value;
 
 use crate::error::ApiError;
+use crate::event_size;
 use crate::extract::{etag, write_precondition, EntityPath, JsonObject};
 use crate::openapi::{DocumentSchema, ErrorBody};
 use crate::state::AppState;
@@ -35,7 +36,7 @@ use crate::state::AppState;
         (status = 404, description = "Unknown collection", body = ErrorBody),
         (status = 412, description = "If-Match / If-None-Match did not hold", body = ErrorBody),
         (status = 503, description = "The store is unavailable; retry after `Retry-After`", body = ErrorBody),
-        (status = 413, description = "Body over 1 MiB", body = ErrorBody),
+        (status = 413, description = "Body over `limits.max_body_bytes` (`payload_too_large`), or its event over `limits.max_event_bytes` (`event_too_large`)", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 422, description = "A field breaks what a projection needs, or the body's id differs from the path's", body = ErrorBody),
     )
@@ -49,6 +50,9 @@ pub async fn put(
     let precondition = write_precondition(&headers)?;
     check_body_id(&document, &id)?;
     collection.validate(&document)?;
+    let limit = state.max_event_bytes();
+    event_size::check(&collection.name, &id, &document, limit)
+        .map_err(|size| ApiError::EventTooLarge { size, limit })?;
     let outcome = state
         .store()
         .put(&collection.name, &id, document, precondition)
@@ -77,7 +81,7 @@ pub async fn put(
         (status = 409, description = "Concurrent writers kept changing the entity; retry", body = ErrorBody),
         (status = 413, description = "Body over 1 MiB", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
-        (status = 422, description = "The merged document breaks what a projection needs", body = ErrorBody),
+        (status = 422, description = "The merged document breaks what a projection needs, or its event would exceed `limits.max_event_bytes`", body = ErrorBody),
     )
 )]
 pub async fn patch(
@@ -91,7 +95,7 @@ pub async fn patch(
     if let Some(Value::String(_)) = patch.get(ID_FIELD) {
         check_body_id(&patch, &id)?;
     }
-    let validator = validator(collection.clone(), id.clone());
+    let validator = validator(collection.clone(), id.clone(), state.max_event_bytes());
     let outcome = state
         .store()
         .patch(
@@ -144,8 +148,17 @@ pub async fn delete(
 
 /// The merged document of a PATCH is only known inside the store's read-modify-write, so the
 /// checks travel there as a closure.
-fn validator(collection: Arc<Collection>, id: String) -> Validator {
+fn validator(collection: Arc<Collection>, id: String, max_event_bytes: usize) -> Validator {
     Arc::new(move |document: &Document| {
+        if let Err(size) = event_size::check(&collection.name, &id, document, max_event_bytes) {
+            return Err(cacheflow_shared::pipeline::DocumentError::new(
+                "document",
+                format!(
+                    "the merged document's event would take about {size} bytes; the event \
+                     stream accepts at most {max_event_bytes}"
+                ),
+            ));
+        }
         if let Some(value) = document.get(ID_FIELD).filter(|v| !v.is_null()) {
             if value.as_str() != Some(id.as_str()) {
                 return Err(cacheflow_shared::pipeline::DocumentError::new(

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::error::ApiError;
-use crate::extract::{etag, EntityPath};
+use crate::extract::{etag, EntityPath, PathParams};
 use crate::openapi::{DocumentSchema, ErrorBody};
 use crate::read::entity::Entity;
 use crate::read::queries::{NearQuery, Ranked};
@@ -107,7 +107,7 @@ struct BatchItemBody {
 )]
 pub async fn get_many(
     State(state): State<AppState>,
-    Path(collection): Path<String>,
+    PathParams(collection): PathParams<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let collection = state
@@ -193,7 +193,7 @@ struct Items<T> {
 )]
 pub async fn near(
     State(state): State<AppState>,
-    Path((collection, index)): Path<(String, String)>,
+    PathParams((collection, index)): PathParams<(String, String)>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let (collection, view) = collection_view(&state, collection)?;
@@ -279,7 +279,7 @@ pub async fn near(
 )]
 pub async fn top(
     State(state): State<AppState>,
-    Path((collection, index)): Path<(String, String)>,
+    PathParams((collection, index)): PathParams<(String, String)>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let (collection, view) = collection_view(&state, collection)?;
@@ -368,7 +368,7 @@ pub async fn top(
 )]
 pub async fn fields(
     State(state): State<AppState>,
-    Path((collection, id)): Path<(String, String)>,
+    PathParams((collection, id)): PathParams<(String, String)>,
 ) -> Result<Response, ApiError> {
     let collection = state
         .collection(&collection)

@@ -60,6 +60,50 @@ async fn bodies_over_one_mebibyte_are_413() {
 }
 
 #[tokio::test]
+async fn writes_whose_event_the_stream_cannot_take_are_refused_before_the_commit() {
+    let app = spawn_app_with(|s| s.limits.max_event_bytes = 4_096).await;
+    let mut doc = place("x", "cafe", 4.0);
+    doc["blob"] = json!("x".repeat(4_000));
+    let (status, code, body) = error_of(app.put("/v1/places/big", &doc).await).await;
+    assert_eq!((status, code.as_str()), (413, "event_too_large"), "{body}");
+
+    doc["blob"] = json!("x".repeat(2_000));
+    assert_eq!(app.put("/v1/places/big", &doc).await.status(), 201);
+    // A patch growing the document past the limit is refused too, and leaves it as it was.
+    let grown = app
+        .client
+        .patch(app.url("/v1/places/big"))
+        .header("content-type", "application/merge-patch+json")
+        .body(json!({"more": "y".repeat(2_500)}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let (status, code, body) = error_of(grown).await;
+    assert_eq!((status, code.as_str()), (422, "invalid_document"), "{body}");
+    assert_eq!(body["field"], "document");
+    let kept: serde_json::Value = app
+        .client
+        .get(app.url("/v1/places/big"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(kept["version"], 1);
+    // Only the accepted write was committed: one event, version 1.
+    app.eventually(
+        "the accepted write's event",
+        Duration::from_secs(30),
+        || async { !app.stream_events().await.is_empty() },
+    )
+    .await;
+    let events = app.stream_events().await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].0.version, 1);
+}
+
+#[tokio::test]
 async fn malformed_bodies_are_400_and_wrong_media_type_415() {
     let app = spawn_app().await;
     let send = |body: &'static str, content_type: &'static str| {

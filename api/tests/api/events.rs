@@ -34,7 +34,7 @@ async fn writes_publish_their_events_in_version_order() {
         204
     );
 
-    app.wait_for_stream_count(3, Duration::from_secs(10)).await;
+    app.wait_for_stream_count(3, Duration::from_secs(30)).await;
     let events = app.stream_events().await;
     let versions: Vec<(u64, Op)> = events.iter().map(|(e, _)| (e.version, e.op)).collect();
     assert_eq!(
@@ -72,7 +72,7 @@ async fn the_default_stream_is_a_compacted_log() {
     }
     app.put("/v1/places/p2", &place("y", "bar", 5.0)).await;
     // Wait for the outbox to drain, then the stream keeps only the latest event per entity.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let events = app.stream_events().await;
         let latest_p1 = events

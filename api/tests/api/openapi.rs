@@ -95,6 +95,7 @@ async fn the_openapi_document_matches_the_router() {
             "get /v1/{collection}/{id}",
             "get /v1/{collection}/{id}/fields",
             "patch /v1/{collection}/{id}",
+            "post /v1/admin/invalidate",
             "put /v1/{collection}/{id}",
         ]
     );

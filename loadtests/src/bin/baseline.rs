@@ -2,7 +2,7 @@
 //! `GET /v1/places/{id}`, that does one Redis GET of `place:{id}` and returns the value (404 when
 //! absent). No middleware, no metrics, no tracing: what the read API's cache-hit path is compared
 //! with, on the same machine, the same Redis connection type (redis-rs `ConnectionManager`,
-//! multiplexed) and the same load generator.
+//! multiplexed), the same allocator (mimalloc) and the same load generator.
 //!
 //! ```text
 //! BASELINE_ADDR=127.0.0.1:8090 REDIS_URL=redis://127.0.0.1:6379 cacheflow-baseline
@@ -19,6 +19,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use redis::aio::ConnectionManager;
+
+// The same allocator as cacheflow-api, so the comparison measures the API's work per request,
+// not two allocators.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Clone)]
 struct AppState {

@@ -172,7 +172,9 @@ fn hash_value(value: &Value) -> String {
     }
 }
 
-fn fallback(collection: &Collection, id: &str) -> Fallback {
+/// What a delete (or an invalidation) of `id` clears even when the cache no longer knows the
+/// entity's last state: the keys and indexes whose templates need no document field.
+pub fn fallback(collection: &Collection, id: &str) -> Fallback {
     let empty = Document::new();
     let mut fallback = Fallback::default();
     for projection in &collection.projections {

@@ -38,6 +38,7 @@ async fn timed<T>(
     if let Err(err) = &result {
         let kind = match err {
             StoreError::Unavailable(_) => Some("unavailable"),
+            StoreError::Indeterminate(_) => Some("indeterminate"),
             StoreError::Conflict => Some("conflict"),
             StoreError::Internal(_) => Some("internal"),
             // Answers about the request, not failures of the store.
@@ -112,6 +113,10 @@ impl DocumentStore for InstrumentedStore {
         limit: usize,
     ) -> Result<Vec<Versioned>, StoreError> {
         timed("scan", self.inner.scan(collection, after, limit)).await
+    }
+
+    async fn count_live(&self, collection: &str) -> Result<u64, StoreError> {
+        timed("count", self.inner.count_live(collection)).await
     }
 
     async fn latest_version(&self, collection: &str, id: &str) -> Result<Option<u64>, StoreError> {

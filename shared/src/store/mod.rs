@@ -111,9 +111,14 @@ pub enum StoreError {
     /// Concurrent writers kept changing the entity; the caller may retry.
     #[error("the entity changed concurrently; retry the request")]
     Conflict,
-    /// The store could not be reached or timed out. Retryable.
+    /// The store could not be reached or timed out before doing anything: nothing was written.
+    /// Retryable.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// A write was sent but not confirmed (it timed out, or the connection dropped): it may or
+    /// may not have been applied. Not retryable blindly: the caller must read before retrying.
+    #[error("write outcome unknown: {0}")]
+    Indeterminate(String),
     /// A bug or corrupted data; not retryable.
     #[error("store error: {0}")]
     Internal(String),
@@ -175,6 +180,9 @@ pub trait DocumentStore: Send + Sync + 'static {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Versioned>, StoreError>;
+
+    /// How many live documents `collection` holds (progress and ETA of backfill and verify).
+    async fn count_live(&self, collection: &str) -> Result<u64, StoreError>;
 
     /// The entity's latest version including tombstones (`None` if never written).
     async fn latest_version(&self, collection: &str, id: &str) -> Result<Option<u64>, StoreError>;

@@ -134,6 +134,7 @@ pub const STORE_OPS: &[&str] = &[
     "get",
     "get_many",
     "scan",
+    "count",
     "top",
     "near",
     "latest_version",
@@ -141,7 +142,7 @@ pub const STORE_OPS: &[&str] = &[
     "mark_published",
 ];
 /// [`STORE_ERRORS_TOTAL`] `kind` values.
-pub const STORE_ERROR_KINDS: &[&str] = &["unavailable", "conflict", "internal"];
+pub const STORE_ERROR_KINDS: &[&str] = &["unavailable", "indeterminate", "conflict", "internal"];
 /// [`CACHE_POPULATE_TOTAL`] `outcome` values.
 pub const POPULATE_OUTCOMES: &[&str] = &["applied", "stale", "absent", "error"];
 /// [`WORKER_EVENTS_TOTAL`] `outcome` values.

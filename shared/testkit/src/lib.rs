@@ -33,6 +33,8 @@
 //! Only the standard library talks to the servers here (raw TCP), so this crate does not depend
 //! on any Redis or NATS client.
 
+pub mod properties;
+
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};

@@ -6,6 +6,8 @@
 //! - `dead_letters`: poison events reach the DLQ subject with their reason; the worker moves on.
 //! - `outages`: Redis stopped and restarted under a running worker.
 //! - `processes`: the real binary: SIGKILL mid-run, three workers on one consumer, SIGTERM.
+//! - `ops`: backfill, replay and rebuild (backfill under live events, replay after a flush, a
+//!   generation switch under a reader running flat out, a killed backfill resumed).
 //! - `observability`: the real binary's `/metrics` after a workload with outages: every worker
 //!   metric (and every one a dashboard uses), values that match, `promtool check metrics` clean.
 
@@ -16,6 +18,8 @@ mod state;
 
 mod dead_letters;
 mod observability;
+mod ops;
 mod outages;
 mod processes;
 mod projections;
+mod verify;

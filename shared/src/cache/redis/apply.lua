@@ -3,11 +3,18 @@
 -- the API's cache-aside populates) in order; the whole call is atomic in Redis, so each entity's
 -- change is too. Contract: docs/WORKER.md.
 --
--- ARGV[1] the number of records N. Each record then takes, in order:
+-- First the generation guard: KEYS[1 .. 2G] hold, per collection the call writes, its active
+-- generation key and its extra write-targets key (see docs/WORKER.md, *Generations*); ARGV[1] = G,
+-- ARGV[2 .. 2G+1] the values the caller planned with ('' for a missing key). If any differs, a
+-- rebuild moved the collection to other generations since the caller looked: nothing is written
+-- and the call returns the status 'generation', so the caller re-reads them and plans again.
+--
+-- Then ARGV[2G+2] is the number of records N. Each record then takes, in order:
 --   from KEYS: the meta hash (v = version, d = 1 for a tombstone, keys / idx = JSON lists of
 --              the entity / index keys it occupies), then S string keys, H hash keys,
 --              Z sorted-set keys, G geo keys
---   from ARGV: version (decimal), op ('upsert' | 'delete' | 'fill' | 'absent'), member (the
+--   from ARGV: version (decimal), op ('upsert' | 'delete' | 'fill' | 'absent' | 'invalidate' |
+--              'purge'), member (the
 --              entity id), TTL in ms (tombstone, or the absent marker's), S, H, Z, G, D (the
 --              number of data arguments after the header), the JSON lists stored as meta keys /
 --              idx after an upsert, then D data arguments: upsert only, per string: value,
@@ -20,7 +27,14 @@
 -- 'absent' caches a miss: its one string key is the read key; it writes an empty string there
 -- (NX, PX ttl) unless the cache knows a live entity or a newer tombstone. The next upsert's SET
 -- replaces the marker, so a create wins at once.
--- Returns an array of N replies, one per record: 'applied', 'deleted', 'absent' or 'stale', or an
+-- 'invalidate' (operators) removes the entity's entries and index memberships, whatever its
+-- version, but keeps the version (and a tombstone) in the meta, so an older event still cannot
+-- come back and the next read's populate, at the store's version, can.
+-- 'purge' (the auditor's repair of an orphan) clears the entity like a delete, only if the meta
+-- still holds `version` ('0' = no meta); its one data argument is the store's tombstone version
+-- (written as a tombstone), or '0' when the store never had the entity (the meta is removed).
+-- Returns an array of N replies, one per record: 'applied', 'deleted', 'absent', 'invalidated' or
+-- 'stale', or an
 -- error reply when Redis refused that record's writes (WRONGTYPE: another writer's key of another
 -- type). A refused record does not stop the others; like a failed single-entity script it is not
 -- rolled back, but its meta is not updated either, so the entity's next event rewrites it all.
@@ -57,7 +71,9 @@ local function apply(k, a)
     call('SET', KEYS[k + 1], '', 'PX', ttl, 'NX')
     return 'absent'
   end
-  if stored[1] and not newer(version, stored[1]) then
+  if op == 'purge' then
+    if (stored[1] or '0') ~= version then return 'stale' end
+  elseif op ~= 'invalidate' and stored[1] and not newer(version, stored[1]) then
     local refill = op == 'fill' and stored[1] == version and stored[4] ~= '1'
     if not refill then return 'stale' end
   end
@@ -83,9 +99,24 @@ local function apply(k, a)
     end
   end
 
-  if op == 'delete' then
+  if op ~= 'upsert' then
     for i = k + 1, first_index - 1 do call('DEL', KEYS[i]) end
     for i = first_index, last_key do call('ZREM', KEYS[i], member) end
+  end
+  if op == 'invalidate' then
+    if stored[1] then call('HSET', meta, 'keys', '[]', 'idx', '[]') end
+    return 'invalidated'
+  end
+  if op == 'purge' then
+    local tombstone = ARGV[a + 11]
+    if tombstone == '0' then
+      call('DEL', meta)
+      return 'deleted'
+    end
+    if stored[1] and newer(stored[1], tombstone) then tombstone = stored[1] end
+    version = tombstone
+  end
+  if op ~= 'upsert' then
     call('DEL', meta)
     call('HSET', meta, 'v', version, 'd', '1', 'keys', '[]', 'idx', '[]')
     call('PEXPIRE', meta, ttl)
@@ -124,9 +155,14 @@ local function apply(k, a)
   return 'applied'
 end
 
+local guards = tonumber(ARGV[1])
+for i = 1, 2 * guards do
+  if (call('GET', KEYS[i]) or '') ~= ARGV[1 + i] then return { ok = 'generation' } end
+end
+
 local replies = {}
-local k, a = 1, 2
-for i = 1, tonumber(ARGV[1]) do
+local k, a = 1 + 2 * guards, 3 + 2 * guards
+for i = 1, tonumber(ARGV[2 + 2 * guards]) do
   -- Where the next record starts, whatever happens to this one.
   local next_k = k + 1 + ARGV[a + 4] + ARGV[a + 5] + ARGV[a + 6] + ARGV[a + 7]
   local next_a = a + 11 + ARGV[a + 8]

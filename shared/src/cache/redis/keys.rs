@@ -87,6 +87,19 @@ impl KeyLayout {
     }
 }
 
+/// `text` as a `SCAN MATCH` pattern that matches only itself: the glob characters escaped.
+/// Prefixes and collection names are configuration, so they may hold any of them.
+pub fn glob_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
 /// Whether serde_json escapes a character of `text` in a JSON string: control characters, `"`
 /// and `\`, nothing else.
 fn needs_escape(text: &str) -> bool {
@@ -129,6 +142,15 @@ mod tests {
         assert_eq!(layout.meta("places", "p1"), "g2:cacheflow:meta:places:p1");
         assert_eq!(layout.key_list(["a", "b"]), r#"["g2:a","g2:b"]"#);
         assert_eq!(KeyLayout::default().key_list([]), "[]");
+    }
+
+    #[test]
+    fn glob_characters_are_escaped() {
+        assert_eq!(
+            glob_escape("t1:cacheflow:meta:places:"),
+            "t1:cacheflow:meta:places:"
+        );
+        assert_eq!(glob_escape(r"a*b?c[d]e\f"), r"a\*b\?c\[d\]e\\f");
     }
 
     #[test]

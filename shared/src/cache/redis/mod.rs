@@ -1,6 +1,7 @@
 //! The Redis adapter of the cache-writer port.
 //!
 //! - `keys`: the key layout (prefix, per-entity meta hash).
+//! - [`generations`]: which generation (key prefix) each collection is read from and written to.
 //! - `script`: the Lua script (`apply.lua`) and how plans become its `EVALSHA` arguments.
 //! - `geo`: the score `GEOADD` would give a point, so the script writes geo members with `ZADD`.
 //!
@@ -8,12 +9,15 @@
 //! chunk of up to [`CHUNK_RECORDS`] events in order: one round trip per batch, one script call
 //! per chunk instead of per event, and each event's outcome (or refusal) reported on its own.
 //! Each entity's change is atomic (the whole chunk is) and version-checked inside Redis, so
-//! concurrent workers, redeliveries and out-of-order events cannot regress it.
+//! concurrent workers, redeliveries and out-of-order events cannot regress it. Each event is
+//! written to every generation its collection currently has writers for (see [`generations`]).
 
+pub mod generations;
 mod geo;
 mod keys;
 mod script;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,20 +26,32 @@ use ::redis::{Cmd, RedisResult, Script, ServerErrorKind, Value};
 use async_trait::async_trait;
 use tracing::instrument;
 
-pub use keys::KeyLayout;
+pub use keys::{glob_escape, KeyLayout};
 
 /// What a read key holds for an entity the store said is absent (a cached miss). Documents are
 /// JSON objects, so an empty string can never be one.
 pub const ABSENT_MARKER: &[u8] = b"";
 
+/// The score `GEOADD` gives the point (`lon`, `lat`), which is what the apply script writes for a
+/// geo membership (`None` outside what Redis indexes); the auditor compares memberships with it.
+pub fn geo_score(lon: f64, lat: f64) -> Option<u64> {
+    geo::score(lon, lat)
+}
+
 use super::{
-    plan, read_key_template, ApplyOutcome, CacheError, CacheErrorKind, CacheWriter, StoreState,
+    plan, read_key_template, ApplyOutcome, CacheError, CacheErrorKind, CacheWriter, Fallback,
+    StoreState,
 };
 use crate::config::Settings;
 use crate::event::Event;
 use crate::pipeline::Pipeline;
 use crate::redact::SecretUrl;
-use script::{Mode, Record, RecordReply, CHUNK_RECORDS};
+use generations::{GenerationCache, Targets};
+use script::{CallReply, Mode, Record, RecordReply, CHUNK_RECORDS};
+
+/// How many times a call is planned again because a rebuild changed a collection's generations
+/// meanwhile; switches are rare, so more than a few in a row means something keeps flapping them.
+const GENERATION_ATTEMPTS: usize = 5;
 
 #[derive(Debug, Clone)]
 pub struct RedisWriterOptions {
@@ -57,10 +73,15 @@ impl RedisWriterOptions {
     }
 }
 
+#[derive(Clone)]
 pub struct RedisCacheWriter {
     conn: ConnectionManager,
     pipeline: Arc<Pipeline>,
+    /// The empty generation's layout: the configured key prefix alone.
     layout: KeyLayout,
+    generations: Arc<GenerationCache>,
+    /// Set by [`pinned`](Self::pinned): write this generation only.
+    pin: Option<Arc<KeyLayout>>,
     tombstone_ttl: Duration,
     timeout: Duration,
     script: Script,
@@ -94,7 +115,9 @@ impl RedisCacheWriter {
         let writer = Self {
             conn,
             pipeline,
-            layout: KeyLayout::new(options.key_prefix),
+            layout: KeyLayout::new(options.key_prefix.clone()),
+            generations: Arc::new(GenerationCache::new(options.key_prefix)),
+            pin: None,
             tombstone_ttl: options.tombstone_ttl,
             timeout: options.timeout,
             script: script::script(),
@@ -103,8 +126,35 @@ impl RedisCacheWriter {
         Ok(writer)
     }
 
+    /// The layout of the empty generation (the configured key prefix alone).
     pub fn layout(&self) -> &KeyLayout {
         &self.layout
+    }
+
+    /// The configured key prefix every generation lives under.
+    pub fn key_prefix(&self) -> &str {
+        self.generations.key_prefix()
+    }
+
+    /// A connection to the same Redis, for the operator commands' own reads.
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    pub fn pipeline(&self) -> &Arc<Pipeline> {
+        &self.pipeline
+    }
+
+    /// A writer that writes generation `generation` only (a rebuild filling its new generation),
+    /// still refusing to write once that generation is no longer one its collection's writers
+    /// write (the rebuild was abandoned or replaced).
+    pub fn pinned(&self, generation: &str) -> Self {
+        let mut pinned = self.clone();
+        pinned.pin = Some(Arc::new(KeyLayout::new(format!(
+            "{}{generation}",
+            self.key_prefix()
+        ))));
+        pinned
     }
 
     async fn load_script(&self) -> Result<(), CacheError> {
@@ -170,21 +220,34 @@ impl CacheWriter for RedisCacheWriter {
                     .and_then(read_key_template)
                     .ok_or_else(|| CacheError::unknown_collection(collection))?;
                 let read_key = template.render(id, &Default::default())?;
-                let record = Record::Absent {
-                    collection,
-                    id,
-                    read_key: &read_key,
-                    version: latest_version,
-                    ttl: negative_ttl,
-                };
-                let mut outcomes = self.execute(&[record]).await?;
-                Ok(outcomes.pop().expect("one outcome per record"))
+                let mut outcomes = self
+                    .execute_all(&[collection], |targets, batch| {
+                        batch.group(self.layouts(&targets[collection]).map(|layout| {
+                            Record::Absent {
+                                collection,
+                                id,
+                                read_key: &read_key,
+                                version: latest_version,
+                                ttl: negative_ttl,
+                                layout,
+                            }
+                        }));
+                    })
+                    .await?;
+                Ok(outcomes.swap_remove(0))
             }
         }
     }
 }
 
 impl RedisCacheWriter {
+    /// Populates from store reads (backfill, the auditor's repairs): each event an upsert at the
+    /// store's version, written like [`CacheWriter::fill`] (the same version may be written
+    /// again, a newer one or a tombstone never overwritten), in one call.
+    pub async fn fill_events(&self, events: &[Event]) -> Result<Vec<ApplyOutcome>, CacheError> {
+        self.apply_events(events, Mode::Fill).await
+    }
+
     async fn apply_events(
         &self,
         events: &[Event],
@@ -212,15 +275,26 @@ impl RedisCacheWriter {
                 Err(err) => outcomes.push(Some(ApplyOutcome::Rejected(err))),
             }
         }
-        let records: Vec<Record<'_>> = plans
-            .iter()
-            .map(|(plan, geo_scores)| Record::Plan {
-                plan,
-                mode,
-                geo_scores,
+        let mut collections: Vec<&str> = plans.iter().map(|(p, _)| p.collection.as_str()).collect();
+        collections.sort_unstable();
+        collections.dedup();
+        let applied = if plans.is_empty() {
+            Vec::new()
+        } else {
+            self.execute_all(&collections, |targets, batch| {
+                for (plan, geo_scores) in &plans {
+                    let layouts = self.layouts(&targets[&plan.collection]);
+                    batch.group(layouts.map(|layout| Record::Plan {
+                        plan,
+                        mode,
+                        geo_scores,
+                        layout,
+                    }));
+                }
             })
-            .collect();
-        let mut applied = self.execute(&records).await?.into_iter();
+            .await?
+        };
+        let mut applied = applied.into_iter();
         // The planned events' outcomes, in order, fill the gaps the rejected ones left.
         Ok(outcomes
             .into_iter()
@@ -232,11 +306,150 @@ impl RedisCacheWriter {
             .collect())
     }
 
+    /// Removes the entries and index memberships of `ids` from every generation `collection` is
+    /// written to, keeping their versions: an older event still cannot come back, and the next
+    /// read populates them again at the store's version. Returns how many entities were cleared.
+    pub async fn invalidate(&self, collection: &str, ids: &[String]) -> Result<usize, CacheError> {
+        let spec = self
+            .pipeline
+            .collection(collection)
+            .ok_or_else(|| CacheError::unknown_collection(collection))?;
+        let fallbacks: Vec<Fallback> = ids.iter().map(|id| plan::fallback(spec, id)).collect();
+        let outcomes = self
+            .execute_all(&[collection], |targets, batch| {
+                for (id, fallback) in ids.iter().zip(&fallbacks) {
+                    batch.group(self.layouts(&targets[collection]).map(|layout| {
+                        Record::Invalidate {
+                            collection,
+                            id,
+                            fallback,
+                            layout,
+                        }
+                    }));
+                }
+            })
+            .await?;
+        Ok(outcomes
+            .iter()
+            .filter(|o| matches!(o, ApplyOutcome::Deleted))
+            .count())
+    }
+
+    /// Clears an entity the store does not hold live from the active generation (or the pinned
+    /// one), if the cache still holds version `observed` there (0 = no meta): the auditor's
+    /// repair of an orphan. `tombstone` is the store's tombstone version, kept as a tombstone;
+    /// `None` if the store never had the entity. [`ApplyOutcome::Stale`] when the cache moved on
+    /// meanwhile.
+    pub async fn purge(
+        &self,
+        collection: &str,
+        id: &str,
+        observed: u64,
+        tombstone: Option<u64>,
+    ) -> Result<ApplyOutcome, CacheError> {
+        let spec = self
+            .pipeline
+            .collection(collection)
+            .ok_or_else(|| CacheError::unknown_collection(collection))?;
+        let fallback = plan::fallback(spec, id);
+        let mut outcomes = self
+            .execute_all(&[collection], |targets, batch| {
+                let layout = self.layouts(&targets[collection]).next();
+                batch.group(layout.map(|layout| Record::Purge {
+                    collection,
+                    id,
+                    observed,
+                    tombstone,
+                    fallback: &fallback,
+                    layout,
+                }));
+            })
+            .await?;
+        Ok(outcomes.swap_remove(0))
+    }
+
+    /// The layouts a record of a collection with `targets` is written to: the pinned one, or
+    /// every generation its writers write, the active one first.
+    fn layouts(&self, targets: &Targets) -> impl Iterator<Item = Arc<KeyLayout>> {
+        let layouts: Vec<Arc<KeyLayout>> = match &self.pin {
+            Some(pin) => vec![pin.clone()],
+            None => targets.layouts.clone(),
+        };
+        layouts.into_iter()
+    }
+
+    /// A pinned writer's generation must still be written by its collection's writers.
+    fn check_pin(&self, targets: &HashMap<String, Arc<Targets>>) -> Result<(), CacheError> {
+        let Some(pin) = &self.pin else {
+            return Ok(());
+        };
+        for (collection, targets) in targets {
+            if !targets
+                .layouts
+                .iter()
+                .any(|layout| layout.prefix() == pin.prefix())
+            {
+                return Err(CacheError::new(
+                    CacheErrorKind::Fatal,
+                    format!(
+                        "generation `{}` of `{collection}` is no longer written (another \
+                         rebuild replaced it, or it was abandoned)",
+                        pin.prefix()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds the records with `build` from the collections' current generations and applies
+    /// them; when a rebuild changed a collection's generations meanwhile, reads them again and
+    /// builds again (applying twice is harmless: the second time is stale). Returns the outcome
+    /// of the first record of each group `build` made, i.e. in the active (or pinned)
+    /// generation; a refusal in another generation is logged.
+    async fn execute_all<'a>(
+        &self,
+        collections: &[&str],
+        build: impl Fn(&HashMap<String, Arc<Targets>>, &mut Batch<'a>),
+    ) -> Result<Vec<ApplyOutcome>, CacheError> {
+        for attempt in 0..GENERATION_ATTEMPTS {
+            let mut conn = self.conn.clone();
+            let targets = within(self.timeout, "reading the cache generations", async {
+                self.generations.targets(&mut conn, collections).await
+            })
+            .await?;
+            if let Err(err) = self.check_pin(&targets) {
+                // The cached view may predate the pinned generation: read it again once.
+                if attempt > 0 {
+                    return Err(err);
+                }
+                self.generations.forget();
+                continue;
+            }
+            let mut batch = Batch::default();
+            build(&targets, &mut batch);
+            if let Some(outcomes) = self.execute(&targets, &batch.records).await? {
+                return Ok(batch.firsts(outcomes));
+            }
+            tracing::info!(?collections, "cache generations changed; planning again");
+            self.generations.forget();
+        }
+        Err(CacheError::new(
+            CacheErrorKind::Unavailable,
+            "the cache generations kept changing while applying",
+        ))
+    }
+
     /// Applies `records` in order, [`CHUNK_RECORDS`] per `EVALSHA`, every chunk in one pipeline
-    /// (one round trip); one outcome per record. A record Redis refused with `WRONGTYPE` comes
-    /// back [`ApplyOutcome::Rejected`]; any other error fails the whole call: retryable ones are
-    /// `Unavailable` and the caller retries (re-applying is idempotent), others are `Fatal`.
-    async fn execute(&self, records: &[Record<'_>]) -> Result<Vec<ApplyOutcome>, CacheError> {
+    /// (one round trip); one outcome per record, or `None` if a chunk's generation guard failed.
+    /// A record Redis refused with `WRONGTYPE` comes back [`ApplyOutcome::Rejected`]; any other
+    /// error fails the whole call: retryable ones are `Unavailable` and the caller retries
+    /// (re-applying is idempotent), others are `Fatal`.
+    async fn execute(
+        &self,
+        targets: &HashMap<String, Arc<Targets>>,
+        records: &[Record<'_>],
+    ) -> Result<Option<Vec<ApplyOutcome>>, CacheError> {
         let sha = self.script.get_hash();
         let chunks: Vec<&[Record<'_>]> = records.chunks(CHUNK_RECORDS).collect();
         let mut replies: Vec<Option<Vec<RecordReply>>> =
@@ -248,7 +461,12 @@ impl RedisCacheWriter {
                 break;
             }
             let commands = pending.iter().map(|&chunk| {
-                script::evalsha(sha, &self.layout, chunks[chunk], self.tombstone_ttl)
+                let mut collections: Vec<&str> =
+                    chunks[chunk].iter().map(Record::collection).collect();
+                collections.sort_unstable();
+                collections.dedup();
+                let guards: Vec<_> = collections.iter().map(|c| targets[*c].guard()).collect();
+                script::evalsha(sha, &guards, chunks[chunk], self.tombstone_ttl)
             });
             let results = self.run(commands).await?;
             let mut missing_script = Vec::new();
@@ -256,13 +474,14 @@ impl RedisCacheWriter {
                 match result {
                     Ok(reply) => {
                         let expected = chunks[chunk].len();
-                        let decoded = script::replies(reply, expected).ok_or_else(|| {
-                            CacheError::new(
+                        match script::replies(reply, expected) {
+                            Some(CallReply::Records(decoded)) => replies[chunk] = Some(decoded),
+                            Some(CallReply::GenerationChanged) => return Ok(None),
+                            None => return Err(CacheError::new(
                                 CacheErrorKind::Fatal,
                                 "the apply script returned a reply this build does not understand",
-                            )
-                        })?;
-                        replies[chunk] = Some(decoded);
+                            )),
+                        }
                     }
                     Err(err) if err.kind() == ServerErrorKind::NoScript.into() => {
                         missing_script.push(chunk);
@@ -296,7 +515,37 @@ impl RedisCacheWriter {
                 },
             });
         }
-        Ok(outcomes)
+        Ok(Some(outcomes))
+    }
+}
+
+/// The records of one call, in groups: one group per entity, one record per generation written.
+#[derive(Default)]
+struct Batch<'a> {
+    records: Vec<Record<'a>>,
+    /// Where each group starts in `records`.
+    starts: Vec<usize>,
+}
+
+impl<'a> Batch<'a> {
+    fn group(&mut self, records: impl IntoIterator<Item = Record<'a>>) {
+        self.starts.push(self.records.len());
+        self.records.extend(records);
+    }
+
+    /// The outcome of each group: its first record's.
+    fn firsts(&self, outcomes: Vec<ApplyOutcome>) -> Vec<ApplyOutcome> {
+        let mut firsts = Vec::with_capacity(self.starts.len());
+        let mut group = 0;
+        for (n, outcome) in outcomes.into_iter().enumerate() {
+            if self.starts.get(group) == Some(&n) {
+                firsts.push(outcome);
+                group += 1;
+            } else if let ApplyOutcome::Rejected(err) = outcome {
+                tracing::warn!(%err, "a write to a generation being built or retired was refused");
+            }
+        }
+        firsts
     }
 }
 

@@ -3,13 +3,15 @@
 //! decoding of its per-record replies.
 
 use std::io::{self, Write};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ::redis::{Cmd, RedisError, RedisWrite, Script, Value};
 
+use super::generations::Guard;
 use super::geo;
 use super::keys::KeyLayout;
-use crate::cache::plan::{Action, Plan};
+use crate::cache::plan::{Action, Fallback, Plan};
 use crate::cache::ApplyOutcome;
 
 /// Most records one `EVALSHA` applies. The whole call is atomic, so it blocks every other Redis
@@ -33,7 +35,7 @@ pub(super) enum Mode {
     Fill,
 }
 
-/// One record of a call: what one entity must become.
+/// One record of a call: what one entity must become in one generation (`layout`).
 #[derive(Debug)]
 pub(super) enum Record<'a> {
     /// `geo_scores`: the score of each of the plan's geo memberships, in order ([`geo_scores`]).
@@ -41,6 +43,7 @@ pub(super) enum Record<'a> {
         plan: &'a Plan,
         mode: Mode,
         geo_scores: &'a [u64],
+        layout: Arc<KeyLayout>,
     },
     /// Caches a miss: an empty marker under `read_key` for `ttl`, unless the cache knows better.
     Absent {
@@ -49,29 +52,67 @@ pub(super) enum Record<'a> {
         read_key: &'a str,
         version: u64,
         ttl: Duration,
+        layout: Arc<KeyLayout>,
+    },
+    /// Removes the entity's entries and index memberships (those its meta lists, and the
+    /// `fallback` keys), keeping its version.
+    Invalidate {
+        collection: &'a str,
+        id: &'a str,
+        fallback: &'a Fallback,
+        layout: Arc<KeyLayout>,
+    },
+    /// Clears an entity the store does not hold live, if the cache still holds `observed`
+    /// (0 = no meta), leaving a tombstone at `tombstone` (or nothing if `None`).
+    Purge {
+        collection: &'a str,
+        id: &'a str,
+        observed: u64,
+        tombstone: Option<u64>,
+        fallback: &'a Fallback,
+        layout: Arc<KeyLayout>,
     },
 }
 
+impl Record<'_> {
+    pub(super) fn collection(&self) -> &str {
+        match self {
+            Record::Plan { plan, .. } => &plan.collection,
+            Record::Absent { collection, .. }
+            | Record::Invalidate { collection, .. }
+            | Record::Purge { collection, .. } => collection,
+        }
+    }
+}
+
 /// `EVALSHA <sha> <numkeys> KEYS... ARGV...` applying `records` in order (at most
-/// [`CHUNK_RECORDS`]; the caller chunks).
+/// [`CHUNK_RECORDS`]; the caller chunks), if every collection's generations still are what
+/// `guards` say (one guard per collection the records write).
 pub(super) fn evalsha(
     sha: &str,
-    layout: &KeyLayout,
+    guards: &[Guard<'_>],
     records: &[Record<'_>],
     tombstone_ttl: Duration,
 ) -> Cmd {
     debug_assert!(records.len() <= CHUNK_RECORDS);
     // Each record's KEYS first (EVALSHA wants their count before them), then each record's ARGV,
     // all written straight into the command's buffer: no string per key or list.
-    let numkeys: usize = records.iter().map(|record| 1 + record_keys(record)).sum();
+    let numkeys: usize = 2 * guards.len()
+        + records
+            .iter()
+            .map(|record| 1 + record_keys(record))
+            .sum::<usize>();
     // Sized up front so the buffer is not copied over and over as it grows: the documents plus
     // a generous allowance for the keys, lists, numbers and hash fields of each record.
     let documents: usize = records.iter().map(record_strings_len).sum();
     let mut cmd = Cmd::with_capacity(4 + 48 * records.len(), documents + 512 * records.len());
     cmd.arg("EVALSHA").arg(sha).arg(numkeys);
+    for guard in guards {
+        cmd.arg(guard.active_key).arg(guard.writes_key);
+    }
     for record in records {
         match record {
-            Record::Plan { plan, .. } => {
+            Record::Plan { plan, layout, .. } => {
                 write(&mut cmd, |out| {
                     layout.write_meta(out, &plan.collection, &plan.id)
                 });
@@ -96,12 +137,35 @@ pub(super) fn evalsha(
                 collection,
                 id,
                 read_key,
+                layout,
                 ..
             } => {
                 write(&mut cmd, |out| layout.write_meta(out, collection, id));
                 write(&mut cmd, |out| layout.write_key(out, read_key));
             }
+            Record::Invalidate {
+                collection,
+                id,
+                fallback,
+                layout,
+            }
+            | Record::Purge {
+                collection,
+                id,
+                fallback,
+                layout,
+                ..
+            } => {
+                write(&mut cmd, |out| layout.write_meta(out, collection, id));
+                for key in fallback.entity_keys.iter().chain(&fallback.index_keys) {
+                    write(&mut cmd, |out| layout.write_key(out, key));
+                }
+            }
         }
+    }
+    cmd.arg(guards.len());
+    for guard in guards {
+        cmd.arg(guard.active).arg(guard.writes);
     }
     cmd.arg(records.len());
     let tombstone_ms = millis(tombstone_ttl);
@@ -111,6 +175,7 @@ pub(super) fn evalsha(
                 plan,
                 mode,
                 geo_scores,
+                layout,
             } => write_plan(&mut cmd, layout, plan, *mode, geo_scores, tombstone_ms),
             Record::Absent {
                 id, version, ttl, ..
@@ -118,6 +183,25 @@ pub(super) fn evalsha(
                 // Header only (one string key: the read key); no data.
                 cmd.arg(*version).arg("absent").arg(*id).arg(millis(*ttl));
                 cmd.arg(&[1, 0, 0, 0, 0][..]).arg("[]").arg("[]");
+            }
+            Record::Invalidate { id, fallback, .. } => {
+                // Like a delete's header: entity keys as "strings", index keys as "sorted sets".
+                cmd.arg(0).arg("invalidate").arg(*id).arg(tombstone_ms);
+                let (entity, index) = (fallback.entity_keys.len(), fallback.index_keys.len());
+                cmd.arg(&[entity, 0, index, 0, 0][..]).arg("[]").arg("[]");
+            }
+            Record::Purge {
+                id,
+                observed,
+                tombstone,
+                fallback,
+                ..
+            } => {
+                cmd.arg(*observed).arg("purge").arg(*id).arg(tombstone_ms);
+                let (entity, index) = (fallback.entity_keys.len(), fallback.index_keys.len());
+                // One data argument: the tombstone version.
+                cmd.arg(&[entity, 0, index, 0, 1][..]).arg("[]").arg("[]");
+                cmd.arg(tombstone.unwrap_or(0));
             }
         }
     }
@@ -134,6 +218,9 @@ fn record_keys(record: &Record<'_>) -> usize {
             Action::Delete { fallback } => fallback.entity_keys.len() + fallback.index_keys.len(),
         },
         Record::Absent { .. } => 1,
+        Record::Invalidate { fallback, .. } | Record::Purge { fallback, .. } => {
+            fallback.entity_keys.len() + fallback.index_keys.len()
+        }
     }
 }
 
@@ -144,7 +231,7 @@ fn record_strings_len(record: &Record<'_>) -> usize {
             Action::Upsert(p) => p.strings.iter().map(|s| s.value.len()).sum(),
             Action::Delete { .. } => 0,
         },
-        Record::Absent { .. } => 0,
+        Record::Absent { .. } | Record::Invalidate { .. } | Record::Purge { .. } => 0,
     }
 }
 
@@ -244,11 +331,22 @@ fn millis(ttl: Duration) -> u128 {
 /// One record's reply: its outcome, or the error Redis refused its writes with.
 pub(super) type RecordReply = Result<ApplyOutcome, RedisError>;
 
-/// The script's reply to a call of `records` records, one entry per record; `None` for a shape
-/// the script never returns.
-pub(super) fn replies(reply: Value, records: usize) -> Option<Vec<RecordReply>> {
-    let Value::Array(items) = reply else {
-        return None;
+/// The script's reply to a call of `records` records.
+pub(super) enum CallReply {
+    /// One entry per record.
+    Records(Vec<RecordReply>),
+    /// The guard failed: a collection's generations changed; nothing was written.
+    GenerationChanged,
+}
+
+/// Decodes the script's reply; `None` for a shape the script never returns.
+pub(super) fn replies(reply: Value, records: usize) -> Option<CallReply> {
+    let items = match reply {
+        Value::Array(items) => items,
+        Value::SimpleString(status) if status == "generation" => {
+            return Some(CallReply::GenerationChanged)
+        }
+        _ => return None,
     };
     if items.len() != records {
         return None;
@@ -259,7 +357,8 @@ pub(super) fn replies(reply: Value, records: usize) -> Option<Vec<RecordReply>> 
             Value::ServerError(err) => Some(Err(err.into())),
             other => outcome(&other).map(Ok),
         })
-        .collect()
+        .collect::<Option<Vec<_>>>()
+        .map(CallReply::Records)
 }
 
 fn outcome(reply: &Value) -> Option<ApplyOutcome> {
@@ -270,7 +369,8 @@ fn outcome(reply: &Value) -> Option<ApplyOutcome> {
     };
     match text {
         b"applied" => Some(ApplyOutcome::Applied),
-        b"deleted" => Some(ApplyOutcome::Deleted),
+        // An invalidation, like a delete, leaves every structure.
+        b"deleted" | b"invalidated" => Some(ApplyOutcome::Deleted),
         b"stale" => Some(ApplyOutcome::Stale),
         b"absent" => Some(ApplyOutcome::Absent),
         _ => None,

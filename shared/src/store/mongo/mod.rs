@@ -250,6 +250,16 @@ impl DocumentStore for MongoStore {
         .await
     }
 
+    async fn count_live(&self, collection: &str) -> Result<u64, StoreError> {
+        self.bounded(async {
+            self.collection(collection)
+                .count_documents(bson::scan_filter(None))
+                .await
+                .map_err(map_err)
+        })
+        .await
+    }
+
     async fn latest_version(&self, collection: &str, id: &str) -> Result<Option<u64>, StoreError> {
         self.bounded(async {
             self.collection(collection)

@@ -60,13 +60,16 @@ impl MongoStore {
                     match handle.insert_one(record).await {
                         Ok(_) => true,
                         Err(err) if is_duplicate_key(&err) => false,
-                        Err(err) => return Err(map_err(err)),
+                        Err(err) => return Err(unconfirmed(map_err(err))),
                     }
                 }
                 Some(previous) => {
                     let guard = bson::version_guard(id, previous.version);
                     let update = bson::write_update(outcome.version, doc, entry, now);
-                    let result = handle.update_one(guard, update).await.map_err(map_err)?;
+                    let result = handle
+                        .update_one(guard, update)
+                        .await
+                        .map_err(|err| unconfirmed(map_err(err)))?;
                     result.matched_count == 1
                 }
             };
@@ -76,12 +79,15 @@ impl MongoStore {
                 Err(StoreError::Conflict)
             }
         };
+        // A deadline that passes while the write is in flight leaves its outcome unknown: the
+        // server may still apply it. Answering "unavailable" (nothing written) would be a lie.
         self.bounded(
             attempt
                 .retry(conflict_backoff())
                 .when(|err| matches!(err, StoreError::Conflict)),
         )
         .await
+        .map_err(unconfirmed)
     }
 
     pub(super) async fn find_live(
@@ -176,11 +182,36 @@ pub(super) fn primary() -> SelectionCriteria {
     SelectionCriteria::ReadPreference(ReadPreference::Primary)
 }
 
+/// A write's failure after it may have reached the server: "unavailable" (nothing written)
+/// becomes "indeterminate" (maybe written). Other errors (conflicts, refusals) are definite.
+fn unconfirmed(err: StoreError) -> StoreError {
+    match err {
+        StoreError::Unavailable(reason) => StoreError::Indeterminate(reason),
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use mongodb::bson::doc;
 
     use super::*;
+
+    #[test]
+    fn only_unconfirmed_failures_become_indeterminate() {
+        assert!(matches!(
+            unconfirmed(StoreError::Unavailable("timed out".into())),
+            StoreError::Indeterminate(reason) if reason == "timed out"
+        ));
+        assert!(matches!(
+            unconfirmed(StoreError::Conflict),
+            StoreError::Conflict
+        ));
+        assert!(matches!(
+            unconfirmed(StoreError::NotFound),
+            StoreError::NotFound
+        ));
+    }
 
     #[test]
     fn live_hides_tombstones() {

@@ -17,7 +17,7 @@ mod writes;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, TransactionBehavior};
@@ -125,26 +125,35 @@ impl SqliteStore {
         self.readers[i].clone()
     }
 
-    /// Runs blocking SQLite work off the async runtime, bounded by the operation timeout.
+    /// Runs blocking SQLite work off the async runtime. The operation timeout bounds the waits
+    /// (for the connection, then for SQLite's locks through `busy_timeout`), never the work:
+    /// `Unavailable` becomes `503 store_unavailable`, which tells the client nothing was written,
+    /// so the caller must not give up on work that may still commit. (Giving up did let a refused
+    /// write, queued behind a lock, commit later, even after the client's next, acknowledged
+    /// write of the same entity.) Started work is bounded by the request timeout, whose
+    /// `503 timeout` says a write may have been applied.
     async fn run<T, F>(&self, conn: Shared, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        let op_timeout = self.op_timeout;
+        let deadline = Instant::now() + op_timeout;
         let task = tokio::task::spawn_blocking(move || {
             let mut conn = conn.lock().map_err(|_| {
                 StoreError::Internal("a SQLite connection lock was poisoned".into())
             })?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(StoreError::Unavailable(format!(
+                    "SQLite connection busy for longer than {op_timeout:?}"
+                )));
+            }
+            conn.busy_timeout(left).map_err(map_err)?;
             work(&mut conn)
         });
-        match tokio::time::timeout(self.op_timeout, task).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(join)) => Err(StoreError::Internal(format!("store task failed: {join}"))),
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "SQLite operation timed out after {:?}",
-                self.op_timeout
-            ))),
-        }
+        task.await
+            .unwrap_or_else(|join| Err(StoreError::Internal(format!("store task failed: {join}"))))
     }
 
     async fn write<F>(&self, work: F) -> Result<WriteOutcome, StoreError>
@@ -308,6 +317,19 @@ impl DocumentStore for SqliteStore {
                 parse_body(version, &body)
             })
             .collect()
+        })
+        .await
+    }
+
+    async fn count_live(&self, collection: &str) -> Result<u64, StoreError> {
+        let collection = collection.to_owned();
+        self.run(self.reader(), move |conn| {
+            conn.prepare_cached(
+                "SELECT count(*) FROM documents WHERE collection = ?1 AND deleted = 0",
+            )
+            .and_then(|mut stmt| stmt.query_row(params![collection], |row| row.get::<_, i64>(0)))
+            .map(|count| count as u64)
+            .map_err(map_err)
         })
         .await
     }

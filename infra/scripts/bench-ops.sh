@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# Benchmarks of the operator commands (issue 5), release build, one go:
+#   - starts a private redis-server (no persistence) and nats-server -js on non-default ports;
+#   - seeds SMALL (100,000) and LARGE (1,000,000) places into two embedded SQLite stores through
+#     the store port (examples/seed_store.rs), publishing the small set's events to the stream;
+#   - baseline: redis-benchmark SET, pipelined (-P 64), the raw write ceiling of this Redis;
+#   - backfill of each store into an empty Redis: documents/s and peak RSS of the process;
+#   - replay of the small set's events after FLUSHALL: events/s;
+#   - verify of the large set: entities/s (and it must find no drift);
+#   - rewrites the operator-commands section of docs/BENCHMARKS.md.
+# Settings: OPS_SMALL=100000 OPS_LARGE=1000000 BENCH_OUT=docs/BENCHMARKS.md BENCH_SKIP_BUILD=1
+set -euo pipefail
+
+cd "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/../.."
+ROOT=$PWD
+SMALL=${OPS_SMALL:-100000}
+LARGE=${OPS_LARGE:-1000000}
+OUT=${BENCH_OUT:-docs/BENCHMARKS.md}
+REDIS_PORT=${OPS_REDIS_PORT:-6393}
+NATS_PORT=${OPS_NATS_PORT:-4233}
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+
+say() { printf '==> %s\n' "$*"; }
+die() {
+    printf 'bench-ops: %s\n' "$*" >&2
+    exit 1
+}
+for tool in cargo redis-server redis-cli redis-benchmark nats-server; do
+    command -v "$tool" >/dev/null || die "$tool is missing: run bash infra/scripts/install-deps.sh --bench"
+done
+
+WORK=$(mktemp -d /tmp/cacheflow-bench-ops.XXXXXX)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+if [ -z "${BENCH_SKIP_BUILD:-}" ]; then
+    say "building (release)"
+    cargo build --release -p cacheflow-sync-worker --bin cacheflow-sync-worker --example seed_store
+fi
+BIN=$ROOT/target/release/cacheflow-sync-worker
+SEED=$ROOT/target/release/examples/seed_store
+
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no >"$WORK/redis.log" 2>&1 &
+PIDS+=($!)
+nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$WORK/nats" >"$WORK/nats.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 50); do
+    redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
+    sleep 0.1
+done
+
+export REDIS_URL=redis://127.0.0.1:$REDIS_PORT
+export NATS_URL=nats://127.0.0.1:$NATS_PORT
+export PIPELINE_CONFIG=$ROOT/config/pipeline.toml
+export CACHEFLOW_STORE__SQLITE_SYNCHRONOUS=normal
+export CACHEFLOW_LOG__FILTER=warn
+
+# Runs the worker binary with the arguments; prints its stdout, then "peak_rss_kib <n>".
+measured() {
+    "$BIN" "$@" >"$WORK/out.txt" &
+    local pid=$! peak=0 hwm
+    while kill -0 "$pid" 2>/dev/null; do
+        hwm=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+        [ -n "$hwm" ] && [ "$hwm" -gt "$peak" ] && peak=$hwm
+        sleep 0.05
+    done
+    local status=0
+    wait "$pid" || status=$?
+    cat "$WORK/out.txt"
+    echo "peak_rss_kib $peak"
+    return $status
+}
+rate_of() { sed -n 's/.*(\([0-9]*\)\/s).*/\1/p' | head -1; }
+
+say "seeding $SMALL places (events published) and $LARGE places"
+STORE_URL=sqlite://$WORK/small.db "$SEED" "$SMALL" --publish | tee "$WORK/seed-small.txt"
+STORE_URL=sqlite://$WORK/large.db "$SEED" "$LARGE" | tee "$WORK/seed-large.txt"
+
+say "baseline: redis-benchmark SET -P 64"
+redis-benchmark -p "$REDIS_PORT" -t set -n 1000000 -P 64 -d 200 -q --csv >"$WORK/redis-benchmark.csv"
+BASE=$(awk -F'"' '/"SET"/ {print int($4)}' "$WORK/redis-benchmark.csv")
+redis-cli -p "$REDIS_PORT" flushall >/dev/null
+
+say "backfill $SMALL"
+STORE_URL=sqlite://$WORK/small.db measured backfill | tee "$WORK/backfill-small.txt"
+redis-cli -p "$REDIS_PORT" flushall >/dev/null
+say "backfill $LARGE"
+STORE_URL=sqlite://$WORK/large.db measured backfill | tee "$WORK/backfill-large.txt"
+say "verify $LARGE"
+STORE_URL=sqlite://$WORK/large.db measured verify | tee "$WORK/verify-large.txt"
+redis-cli -p "$REDIS_PORT" flushall >/dev/null
+say "replay $SMALL events"
+STORE_URL=sqlite://$WORK/small.db measured replay | tee "$WORK/replay-small.txt"
+
+B_SMALL=$(rate_of <"$WORK/backfill-small.txt")
+B_LARGE=$(rate_of <"$WORK/backfill-large.txt")
+RSS_SMALL=$(awk '/peak_rss_kib/ {print $2}' "$WORK/backfill-small.txt")
+RSS_LARGE=$(awk '/peak_rss_kib/ {print $2}' "$WORK/backfill-large.txt")
+V_LARGE=$(rate_of <"$WORK/verify-large.txt")
+R_SMALL=$(rate_of <"$WORK/replay-small.txt")
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+met() { awk -v a="$1" -v b="$2" 'BEGIN { print (a >= b) ? "met" : "NOT met" }'; }
+
+SECTION=$WORK/section.md
+{
+    echo '<!-- ops:begin -->'
+    echo '## Operator commands (issue 5)'
+    echo
+    echo "Measured $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores by \`bash infra/scripts/bench-ops.sh\` (release build;"
+    echo "private redis-server and nats-server on the same machine; SQLite store with"
+    echo "\`synchronous=normal\`; one \`cacheflow-sync-worker\` process per command)."
+    echo
+    echo '| | Result | Target |'
+    echo '|---|---|---|'
+    echo "| backfill, $LARGE places | $B_LARGE docs/s ($(ratio "$B_LARGE" "$BASE") of the SET baseline) | ≥ 100,000 docs/s: $(met "$B_LARGE" 100000) |"
+    echo "| backfill, $SMALL places | $B_SMALL docs/s | |"
+    echo "| backfill peak RSS, $LARGE vs $SMALL | $((RSS_LARGE / 1024)) MiB vs $((RSS_SMALL / 1024)) MiB | flat |"
+    echo "| replay, $SMALL events | $R_SMALL events/s | |"
+    echo "| verify, $LARGE entities | $V_LARGE entities/s | |"
+    echo "| baseline: redis-benchmark SET -P 64 -d 200 | $BASE writes/s | |"
+    echo
+    echo 'Raw output:'
+    echo
+    echo '```text'
+    for f in seed-small seed-large backfill-small backfill-large verify-large replay-small; do
+        echo "\$ $f"
+        cat "$WORK/$f.txt"
+    done
+    echo '```'
+    echo '<!-- ops:end -->'
+} >"$SECTION"
+
+if [ -f "$OUT" ] && grep -q '^<!-- ops:begin -->' "$OUT"; then
+    awk -v section="$SECTION" '
+        /^<!-- ops:begin -->/ { while ((getline line < section) > 0) print line; skip = 1; next }
+        /^<!-- ops:end -->/ { skip = 0; next }
+        !skip { print }
+    ' "$OUT" >"$WORK/out.md"
+    cp "$WORK/out.md" "$OUT"
+else
+    { echo; cat "$SECTION"; } >>"$OUT"
+fi
+say "wrote the operator-commands section of $OUT"
+cat "$SECTION"
