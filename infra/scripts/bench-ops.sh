@@ -60,8 +60,14 @@ export PIPELINE_CONFIG=$ROOT/config/pipeline.toml
 export CACHEFLOW_STORE__SQLITE_SYNCHRONOUS=normal
 export CACHEFLOW_LOG__FILTER=warn
 
-# Runs the worker binary with the arguments; prints its stdout, then "peak_rss_kib <n>".
+REDIS_PID=${PIDS[0]}
+redis_cpu_ms() { awk '{print ($14 + $15) * 10}' "/proc/$REDIS_PID/stat"; }
+
+# Runs the worker binary with the arguments; prints its stdout, then "peak_rss_kib <n>" and
+# "redis_cpu_ms <n>" (the CPU redis-server used meanwhile).
 measured() {
+    local redis_before
+    redis_before=$(redis_cpu_ms)
     "$BIN" "$@" >"$WORK/out.txt" &
     local pid=$! peak=0 hwm
     while kill -0 "$pid" 2>/dev/null; do
@@ -73,6 +79,7 @@ measured() {
     wait "$pid" || status=$?
     cat "$WORK/out.txt"
     echo "peak_rss_kib $peak"
+    echo "redis_cpu_ms $(($(redis_cpu_ms) - redis_before))"
     return $status
 }
 rate_of() { sed -n 's/.*(\([0-9]*\)\/s).*/\1/p' | head -1; }
@@ -102,6 +109,7 @@ B_LARGE=$(rate_of <"$WORK/backfill-large.txt")
 RSS_SMALL=$(awk '/peak_rss_kib/ {print $2}' "$WORK/backfill-small.txt")
 RSS_LARGE=$(awk '/peak_rss_kib/ {print $2}' "$WORK/backfill-large.txt")
 V_LARGE=$(rate_of <"$WORK/verify-large.txt")
+REDIS_US=$(awk -v n="$LARGE" '/redis_cpu_ms/ {printf "%.1f", $2 * 1000 / n}' "$WORK/backfill-large.txt")
 R_SMALL=$(rate_of <"$WORK/replay-small.txt")
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 met() { awk -v a="$1" -v b="$2" 'BEGIN { print (a >= b) ? "met" : "NOT met" }'; }
@@ -117,12 +125,19 @@ SECTION=$WORK/section.md
     echo
     echo '| | Result | Target |'
     echo '|---|---|---|'
-    echo "| backfill, $LARGE places | $B_LARGE docs/s ($(ratio "$B_LARGE" "$BASE") of the SET baseline) | ≥ 100,000 docs/s: $(met "$B_LARGE" 100000) |"
+    echo "| backfill, $LARGE places | $B_LARGE docs/s | ≥ 100,000 docs/s: $(met "$B_LARGE" 100000) |"
+    echo "| redis-server CPU per backfilled document | $REDIS_US µs (one core: at most $(awk -v us="$REDIS_US" 'BEGIN { if (us > 0) printf "%d", 1000000 / us; else print "n/a" }') docs/s) | |"
     echo "| backfill, $SMALL places | $B_SMALL docs/s | |"
     echo "| backfill peak RSS, $LARGE vs $SMALL | $((RSS_LARGE / 1024)) MiB vs $((RSS_SMALL / 1024)) MiB | flat |"
     echo "| replay, $SMALL events | $R_SMALL events/s | |"
     echo "| verify, $LARGE entities | $V_LARGE entities/s | |"
-    echo "| baseline: redis-benchmark SET -P 64 -d 200 | $BASE writes/s | |"
+    echo "| baseline: redis-benchmark SET -P 64 -d 200 (raw write ceiling of this Redis) | $BASE writes/s | |"
+    echo
+    echo "Each document is one versioned record of the apply script: a meta read, the JSON string,"
+    echo "the hash (delete + write), three sorted-set/geo memberships and the meta write, about eight"
+    echo "Redis writes checked and applied atomically. The backfill is bound by redis-server's single"
+    echo "core (the CPU per document above), not by the store or the worker process; the raw SET"
+    echo "ceiling is what the same Redis does with one plain write per call and none of that work."
     echo
     echo 'Raw output:'
     echo
