@@ -79,8 +79,29 @@ async fn start(command: Command, token: CancellationToken) -> anyhow::Result<Exi
             Ok(ExitCode::SUCCESS)
         }
         command => {
+            let metrics = serve_ops_metrics(settings.metrics_addr).await;
             let ops = Ops::connect(settings, Arc::new(pipeline), token).await?;
-            report::run(&ops, command).await
+            let code = report::run(&ops, command).await;
+            metrics.cancel();
+            code
         }
     }
+}
+
+/// Serves the operator command's progress metrics (`cacheflow_ops_*`, the audit's drift) on
+/// `METRICS_ADDR` while it runs, if that address is free: a worker running on the same host
+/// usually holds it, and a command must not fail for that (its summary is on stdout anyway).
+async fn serve_ops_metrics(addr: std::net::SocketAddr) -> CancellationToken {
+    let stop = CancellationToken::new();
+    let handle = telemetry::install_recorder();
+    match TcpListener::bind(addr).await {
+        Ok(listener) => {
+            tracing::info!(%addr, "serving the command's metrics on /metrics");
+            tokio::spawn(telemetry::serve_metrics(listener, handle, stop.clone()));
+        }
+        Err(err) => {
+            tracing::info!(%addr, %err, "metrics not served (METRICS_ADDR is taken)");
+        }
+    }
+    stop
 }

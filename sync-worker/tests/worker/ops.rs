@@ -395,6 +395,9 @@ async fn a_backfill_killed_half_way_resumes_and_completes() {
         "STORE_URL".into(),
         env.env.settings.store_url.expose().to_owned(),
     );
+    // The command serves its progress metrics while it runs.
+    let metrics_port = cacheflow_testkit::free_port();
+    vars.insert("METRICS_ADDR".into(), format!("127.0.0.1:{metrics_port}"));
     let command = move || {
         let mut command = Command::new(env!("CARGO_BIN_EXE_cacheflow-sync-worker"));
         command
@@ -420,6 +423,16 @@ async fn a_backfill_killed_half_way_resumes_and_completes() {
         }
     })
     .await;
+    let scraped = eventually("the backfill's progress metrics", || async move {
+        let url = format!("http://127.0.0.1:{metrics_port}/metrics");
+        let body = reqwest::get(url).await.ok()?.text().await.ok()?;
+        body.lines()
+            .find(|line| line.starts_with("cacheflow_ops_items_total{command=\"backfill\"}"))
+            .map(str::to_owned)
+    })
+    .await;
+    let items: f64 = scraped.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(items > 0.0, "{scraped}");
     child.kill().expect("SIGKILL the backfill");
     child.wait().unwrap();
     let done: u64 = conn.hget(&checkpoint, "done").await.unwrap();
