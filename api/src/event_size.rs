@@ -2,6 +2,9 @@
 //! `max_payload` (headers included), so a committed write whose event is too large could never
 //! be published: the write must be refused before it is committed.
 
+use std::io;
+use std::sync::LazyLock;
+
 use cacheflow_shared::document::Document;
 use cacheflow_shared::event::Event;
 
@@ -10,16 +13,38 @@ use cacheflow_shared::event::Event;
 /// harmless and publishing one a few bytes too large is not.
 const SLACK: usize = 512;
 
-/// The size the event of `document` would have, an upper bound.
-pub fn event_size(collection: &str, id: &str, document: &Document) -> usize {
-    // The envelope without the document, at the largest version.
-    let envelope = Event::upsert(collection, id, u64::MAX, Document::new())
+/// The envelope of an event without its document, its collection and its id (each appears once
+/// in it), at the largest version: measured once.
+static ENVELOPE: LazyLock<usize> = LazyLock::new(|| {
+    Event::upsert("", "", u64::MAX, Document::new())
         .encode()
-        .len();
-    let document = serde_json::to_vec(document)
-        .map(|json| json.len())
-        .unwrap_or(usize::MAX / 2);
-    envelope + document + id.len() + SLACK
+        .len()
+});
+
+/// The size the event of `document` would have, an upper bound. Counts the document's JSON
+/// without writing it anywhere: this runs on every write.
+pub fn event_size(collection: &str, id: &str, document: &Document) -> usize {
+    let mut counted = ByteCount(0);
+    let document = match serde_json::to_writer(&mut counted, document) {
+        Ok(()) => counted.0,
+        Err(_) => usize::MAX / 2,
+    };
+    // The id also appears in the stamped document.
+    *ENVELOPE + collection.len() + 2 * id.len() + document + SLACK
+}
+
+/// A writer that only counts the bytes written to it.
+struct ByteCount(usize);
+
+impl io::Write for ByteCount {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.0 += bytes.len();
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// `Err(size)` when the event of `document` would exceed `limit` bytes.

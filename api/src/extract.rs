@@ -57,6 +57,14 @@ fn invalid_id(id: &str) -> ApiError {
     ))
 }
 
+/// `invalid_id` for the first id that is not a valid entity id (ids from a query or a body).
+pub fn check_ids<'a>(ids: impl IntoIterator<Item = &'a str>) -> Result<(), ApiError> {
+    match ids.into_iter().find(|id| !is_valid_id(id)) {
+        Some(bad) => Err(invalid_id(bad)),
+        None => Ok(()),
+    }
+}
+
 /// Path parameters, for every route that takes some. axum's own rejection is plain text; here a
 /// parameter that is not UTF-8 once percent-decoded is answered like any other value that names
 /// nothing: an unknown collection, an invalid id, an unknown index.

@@ -5,12 +5,11 @@
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::Json;
-use cacheflow_shared::document::is_valid_id;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
-use crate::extract::JsonObject;
+use crate::extract::{check_ids, JsonObject};
 use crate::openapi::ErrorBody;
 use crate::read::invalidate::InvalidateError;
 use crate::state::AppState;
@@ -121,12 +120,7 @@ fn checked_ids(mut ids: Vec<String>, max: usize) -> Result<Vec<String>, ApiError
             ids.len()
         )));
     }
-    if let Some(bad) = ids.iter().find(|id| !is_valid_id(id)) {
-        return Err(ApiError::InvalidId(format!(
-            "id `{}` must match [A-Za-z0-9_-]{{1,128}}",
-            bad.chars().take(140).collect::<String>()
-        )));
-    }
+    check_ids(ids.iter().map(String::as_str))?;
     ids.sort_unstable();
     ids.dedup();
     Ok(ids)

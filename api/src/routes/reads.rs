@@ -7,14 +7,14 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use cacheflow_shared::document::{is_valid_id, Document};
+use cacheflow_shared::document::Document;
 use cacheflow_shared::pipeline::MAX_LATITUDE;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::error::ApiError;
-use crate::extract::{etag, EntityPath, PathParams};
+use crate::extract::{check_ids, etag, EntityPath, PathParams};
 use crate::openapi::{DocumentSchema, ErrorBody};
 use crate::read::entity::Entity;
 use crate::read::queries::{NearQuery, Ranked};
@@ -124,12 +124,7 @@ pub async fn get_many(
             ids.len()
         )));
     }
-    if let Some(bad) = ids.iter().find(|id| !is_valid_id(id)) {
-        return Err(ApiError::InvalidId(format!(
-            "id `{}` must match [A-Za-z0-9_-]{{1,128}}",
-            bad.chars().take(140).collect::<String>()
-        )));
-    }
+    check_ids(ids.iter().map(String::as_str))?;
     let (items, cache) = state
         .reader()
         .get_many(&collection.name, &ids)
@@ -373,12 +368,7 @@ pub async fn fields(
     let collection = state
         .collection(&collection)
         .ok_or(ApiError::CollectionNotFound(collection))?;
-    if !is_valid_id(&id) {
-        return Err(ApiError::InvalidId(format!(
-            "id `{}` must match [A-Za-z0-9_-]{{1,128}}",
-            id.chars().take(140).collect::<String>()
-        )));
-    }
+    check_ids([id.as_str()])?;
     let view = state
         .reader()
         .views()

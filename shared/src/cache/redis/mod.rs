@@ -369,13 +369,15 @@ impl RedisCacheWriter {
     }
 
     /// The layouts a record of a collection with `targets` is written to: the pinned one, or
-    /// every generation its writers write, the active one first.
-    fn layouts(&self, targets: &Targets) -> impl Iterator<Item = Arc<KeyLayout>> {
-        let layouts: Vec<Arc<KeyLayout>> = match &self.pin {
-            Some(pin) => vec![pin.clone()],
-            None => targets.layouts.clone(),
-        };
-        layouts.into_iter()
+    /// every generation its writers write, the active one first. (Per event on the worker's
+    /// path: borrowed, nothing allocated.)
+    fn layouts<'t>(&'t self, targets: &'t Targets) -> impl Iterator<Item = Arc<KeyLayout>> + 't {
+        match &self.pin {
+            Some(pin) => std::slice::from_ref(pin),
+            None => &targets.layouts[..],
+        }
+        .iter()
+        .cloned()
     }
 
     /// A pinned writer's generation must still be written by its collection's writers.

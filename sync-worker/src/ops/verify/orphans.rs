@@ -36,19 +36,11 @@ pub(super) async fn metas(ctx: &Ctx<'_>, repair: bool, tally: &mut Tally) -> any
             .collect();
         let mut pipe = redis::pipe();
         for id in &ids {
-            pipe.cmd("HMGET")
-                .arg(ctx.layout.meta(ctx.name(), id))
-                .arg("v")
-                .arg("d");
+            ask_meta_head(&mut pipe, ctx, id);
         }
         let mut candidates = Vec::new();
         for (id, meta) in ids.into_iter().zip(ctx.each("reading metas", &pipe).await?) {
-            let (v, d): (Option<String>, Option<String>) = meta
-                .ok()
-                .and_then(|value| from_redis_value(value).ok())
-                .unwrap_or_default();
-            if let (Some(v), false) = (v, d.as_deref() == Some("1")) {
-                let observed = v.parse().unwrap_or(0);
+            if let MetaHead::Live(observed) = MetaHead::of(meta) {
                 candidates.push(Candidate { id, observed });
             }
         }
@@ -93,10 +85,7 @@ pub(super) async fn read_keys(
             .collect();
         let mut pipe = redis::pipe();
         for id in &ids {
-            pipe.cmd("HMGET")
-                .arg(ctx.layout.meta(ctx.name(), id))
-                .arg("v")
-                .arg("d");
+            ask_meta_head(&mut pipe, ctx, id);
             let key = ctx.layout.key(&format!("{before}{id}{after}"));
             pipe.cmd("GETRANGE").arg(key).arg(0).arg(0);
         }
@@ -106,19 +95,46 @@ pub(super) async fn read_keys(
             let (Some(meta), Some(first)) = (replies.next(), replies.next()) else {
                 break;
             };
-            let (v, d): (Option<String>, Option<String>) = meta
-                .ok()
-                .and_then(|value| from_redis_value(value).ok())
-                .unwrap_or_default();
-            let meta_live = v.is_some() && d.as_deref() != Some("1");
-            if !meta_live && starts_a_document(first) {
-                let observed = v.and_then(|v| v.parse().ok()).unwrap_or(0);
+            let observed = match MetaHead::of(meta) {
+                MetaHead::Live(_) => continue,
+                MetaHead::Tombstone(version) => version,
+                MetaHead::Missing => 0,
+            };
+            if starts_a_document(first) {
                 candidates.push(Candidate { id, observed });
             }
         }
         settle(ctx, candidates, repair, tally).await?;
     }
     Ok(())
+}
+
+/// What an entity's meta says, from `HMGET meta v d`.
+enum MetaHead {
+    Live(u64),
+    Tombstone(u64),
+    Missing,
+}
+
+impl MetaHead {
+    fn of(reply: redis::RedisResult<redis::Value>) -> Self {
+        let (v, d): (Option<String>, Option<String>) = reply
+            .ok()
+            .and_then(|value| from_redis_value(value).ok())
+            .unwrap_or_default();
+        match (v, d.as_deref() == Some("1")) {
+            (None, _) => MetaHead::Missing,
+            (Some(v), false) => MetaHead::Live(v.parse().unwrap_or(0)),
+            (Some(v), true) => MetaHead::Tombstone(v.parse().unwrap_or(0)),
+        }
+    }
+}
+
+fn ask_meta_head(pipe: &mut redis::Pipeline, ctx: &Ctx<'_>, id: &str) {
+    pipe.cmd("HMGET")
+        .arg(ctx.layout.meta(ctx.name(), id))
+        .arg("v")
+        .arg("d");
 }
 
 /// Counts (and purges) the candidates the store does not hold live.
