@@ -12,6 +12,17 @@ set -euo pipefail
 
 cd "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/../.."
 
+# One-shot builds gain nothing from incremental compilation, whose caches take gigabytes
+# in target/.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
+# A full disk shows up as a linker crash deep in the build; say so up front instead.
+free_kib=$(df -Pk . | awk 'NR == 2 { print $4 }')
+if [ "${free_kib:-0}" -lt $((6 * 1024 * 1024)) ]; then
+    printf 'warning: only %d MiB free on the disk holding %s; the build needs about 6 GiB\n' \
+        "$((free_kib / 1024))" "$PWD" >&2
+fi
+
 started=$SECONDS
 step_number=0
 step_count=5
