@@ -1,4 +1,4 @@
-//! API keys. One middleware, outside the routes, decides from the method and the path alone which
+//! API keys. The edge middleware ([`crate::edge`]), around every route, decides from the method and the path alone which
 //! role a request needs, and checks the `Authorization: Bearer` key against `API_KEYS`:
 //!
 //! | request | needs |
@@ -8,7 +8,8 @@
 //! | `GET`/`HEAD` elsewhere | `reader` if `security.require_read_key`, else nothing |
 //! | any other method elsewhere | `writer` |
 //!
-//! Deciding before routing means a route added later is covered without opting in, and an
+//! Deciding from the method and path alone, for every route and the fallback alike, means a
+//! route added later is covered without opting in, and an
 //! unauthenticated client learns nothing about which routes exist. Axum matches routes on the raw
 //! (still percent-encoded) path, which is what the prefix check sees too.
 //!
@@ -17,10 +18,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, Method};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use cacheflow_shared::config::Settings;
 use cacheflow_shared::security::{ApiKeys, KeyRole};
 
@@ -88,7 +86,8 @@ impl Auth {
         Some(KeyRole::Writer)
     }
 
-    fn check(&self, method: &Method, path: &str, headers: &HeaderMap) -> Result<(), ApiError> {
+    /// Whether the request may proceed: `401` without a known key, `403` with too weak a one.
+    pub fn check(&self, method: &Method, path: &str, headers: &HeaderMap) -> Result<(), ApiError> {
         if self.inner.keys.is_empty() {
             return Ok(());
         }
@@ -108,14 +107,6 @@ impl Auth {
         } else {
             Err(ApiError::Forbidden { held, needed })
         }
-    }
-}
-
-/// The middleware: answers 401/403 itself, or passes the request on.
-pub async fn require_key(State(auth): State<Auth>, request: Request, next: Next) -> Response {
-    match auth.check(request.method(), request.uri().path(), request.headers()) {
-        Ok(()) => next.run(request).await,
-        Err(err) => err.into_response(),
     }
 }
 

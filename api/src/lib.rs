@@ -2,6 +2,7 @@
 //!
 //! - [`startup`]: builds the [`Application`] from settings and a listener; the router.
 //! - [`auth`]: API keys: which role a request needs, checked before routing.
+//! - [`edge`]: the one middleware inside the router: key check, limits, request metrics.
 //! - [`limits`]: requests in flight (shed beyond the cap) and the per-request deadline.
 //! - [`shutdown`]: the signal, and stopping within one deadline (in-flight requests, outbox).
 //! - [`routes`]: `documents` (PUT/PATCH/DELETE writes), `reads` (entity reads and structure
@@ -19,6 +20,7 @@
 //! - [`state`]: the shared application state.
 
 pub mod auth;
+pub mod edge;
 pub mod error;
 pub mod event_size;
 pub mod extract;

@@ -8,17 +8,19 @@
 //! `ConcurrencyLimitLayer` would cap each route separately instead of the API as a whole. Here
 //! every error is an [`ApiError`] by construction and one semaphore is shared by all routes.
 //!
+//! The checks run in [`crate::edge`], the one middleware around every route.
+//!
 //! The probes are exempt: an overloaded API is alive, and `/readyz` should report on its
 //! dependencies, not compete with the traffic for a permit.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use std::future::Future;
+
 use axum::response::{IntoResponse, Response};
 use cacheflow_shared::config::LimitSettings;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
 
@@ -53,26 +55,51 @@ impl Limits {
     }
 }
 
-/// The middleware: sheds the request when every permit is taken, otherwise runs it under the
-/// deadline with a permit held until its response is ready.
-pub async fn enforce(State(limits): State<Limits>, request: Request, next: Next) -> Response {
-    if EXEMPT_PATHS.contains(&request.uri().path()) {
-        return next.run(request).await;
+/// A request let through: the permit it holds until its response is ready (none for the
+/// exempt probes).
+#[derive(Debug)]
+pub struct Admitted {
+    _permit: Option<OwnedSemaphorePermit>,
+    deadline: Option<Duration>,
+}
+
+impl Limits {
+    /// Takes a permit for a request to `path`, or sheds it when every permit is taken.
+    pub fn admit(&self, path: &str) -> Result<Admitted, ApiError> {
+        if EXEMPT_PATHS.contains(&path) {
+            return Ok(Admitted {
+                _permit: None,
+                deadline: None,
+            });
+        }
+        let permit = self
+            .permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::Overloaded)?;
+        Ok(Admitted {
+            _permit: Some(permit),
+            deadline: Some(self.request_timeout),
+        })
     }
-    let Ok(_permit) = limits.permits.clone().try_acquire_owned() else {
-        return ApiError::Overloaded.into_response();
-    };
-    match tokio::time::timeout(limits.request_timeout, next.run(request)).await {
-        Ok(response) => response,
-        Err(_elapsed) => {
-            tracing::warn!(
-                after_ms = limits.request_timeout.as_millis() as u64,
-                "request timed out"
-            );
-            ApiError::Timeout {
-                after_ms: limits.request_timeout.as_millis() as u64,
+}
+
+impl Admitted {
+    /// Runs the request's handling under the deadline, holding the permit until it is done.
+    pub async fn run<F>(self, handling: F) -> Response
+    where
+        F: Future<Output = Response>,
+    {
+        let Some(deadline) = self.deadline else {
+            return handling.await;
+        };
+        match tokio::time::timeout(deadline, handling).await {
+            Ok(response) => response,
+            Err(_elapsed) => {
+                let after_ms = deadline.as_millis() as u64;
+                tracing::warn!(after_ms, "request timed out");
+                ApiError::Timeout { after_ms }.into_response()
             }
-            .into_response()
         }
     }
 }
@@ -80,6 +107,7 @@ pub async fn enforce(State(limits): State<Limits>, request: Request, next: Next)
 #[cfg(test)]
 mod tests {
     use axum::body::Body;
+    use axum::extract::Request;
     use axum::http::StatusCode;
     use axum::routing::get;
     use axum::Router;
@@ -87,7 +115,11 @@ mod tests {
     use tokio_util::sync::CancellationToken;
     use tower::ServiceExt;
 
+    use cacheflow_shared::security::ApiKeys;
+
     use super::*;
+    use crate::auth::Auth;
+    use crate::edge::EdgeLayer;
 
     fn limits(max: usize, timeout_ms: u64) -> Limits {
         Limits::new(&LimitSettings {
@@ -112,7 +144,7 @@ mod tests {
                 }),
             )
             .route("/healthz", get(|| async { "ok" }))
-            .layer(axum::middleware::from_fn_with_state(limits, enforce))
+            .layer(EdgeLayer::new(Auth::new(ApiKeys::default(), false), limits))
     }
 
     async fn body_json(response: Response) -> serde_json::Value {

@@ -32,8 +32,18 @@ impl Default for ProcessRequestIds {
 impl MakeRequestId for ProcessRequestIds {
     fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{:016x}-{n:016x}", self.prefix);
-        HeaderValue::from_str(&id).ok().map(RequestId::new)
+        let mut id = [b'-'; 33];
+        write_hex(&mut id[..16], self.prefix);
+        write_hex(&mut id[17..], n);
+        HeaderValue::from_bytes(&id).ok().map(RequestId::new)
+    }
+}
+
+/// `value` as 16 lower-case hex digits, without the formatting machinery of `format!`.
+fn write_hex(out: &mut [u8], value: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = DIGITS[((value >> ((15 - i) * 4)) & 0xf) as usize];
     }
 }
 
@@ -51,5 +61,10 @@ mod tests {
         assert_ne!(first.header_value(), second.header_value());
         assert_ne!(first.header_value(), other.header_value());
         assert_eq!(first.header_value().len(), 33);
+        let expected = format!("{:016x}-{:016x}", a.prefix, 0);
+        assert_eq!(first.header_value().to_str().unwrap(), expected);
+        let mut hex = [0u8; 16];
+        write_hex(&mut hex, 0x0123_4567_89ab_cdef);
+        assert_eq!(&hex, b"0123456789abcdef");
     }
 }

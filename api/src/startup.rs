@@ -19,6 +19,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
@@ -26,11 +27,11 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{self, Auth};
+use crate::auth::Auth;
+use crate::edge::EdgeLayer;
 use crate::error::ApiError;
 use crate::extract::BodyLimit;
-use crate::http_metrics;
-use crate::limits::{self, Limits};
+use crate::limits::Limits;
 use crate::openapi::ApiDoc;
 use crate::read::generations::GenerationFollower;
 use crate::read::populate::Populator;
@@ -235,24 +236,20 @@ pub fn router_and_spec(
         )
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
-        // Innermost first. Keys are checked before a request takes a concurrency permit, and
-        // both sit inside the metrics layer, so 401s and sheds are counted too.
-        .layer(axum::middleware::from_fn_with_state(
-            limits.clone(),
-            limits::enforce,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            auth,
-            auth::require_key,
-        ))
-        .layer(axum::middleware::from_fn(http_metrics::record))
-        .layer(DefaultBodyLimit::max(limits.max_body_bytes()))
-        .layer(Extension(BodyLimit(limits.max_body_bytes())))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
-        .layer(SetRequestIdLayer::x_request_id(ProcessRequestIds::new()))
+        // The only layer inside the router: it needs the matched route pattern for its metrics.
+        .layer(EdgeLayer::new(auth, limits.clone()));
+    // Everything else wraps the router once. Layers added with `Router::layer` are boxed per
+    // route and cloned per request; around the whole router they cost nothing per layer.
+    let outer = ServiceBuilder::new()
         // Outermost: any layer that prints headers shows `Sensitive` for the API key.
-        .layer(SetSensitiveRequestHeadersLayer::new([AUTHORIZATION]));
+        .layer(SetSensitiveRequestHeadersLayer::new([AUTHORIZATION]))
+        .layer(SetRequestIdLayer::x_request_id(ProcessRequestIds::new()))
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(Extension(BodyLimit(limits.max_body_bytes())))
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes()))
+        .service(router);
+    let router = Router::new().fallback_service(outer);
     (router, spec)
 }
 

@@ -7,11 +7,10 @@ use cacheflow_shared::cache::{StoreState, ABSENT_MARKER};
 use cacheflow_shared::store::{StoreError, Versioned};
 use serde_json::value::RawValue;
 
+use super::cache_counters::CacheResult;
 use super::{version_of, CacheStatus, Fetched, Reader, StoreRead};
 
-use cacheflow_shared::telemetry::names::{
-    CACHE_REQUESTS_TOTAL as CACHE_REQUESTS, SINGLEFLIGHT_COALESCED_TOTAL as COALESCED,
-};
+use cacheflow_shared::telemetry::names::SINGLEFLIGHT_COALESCED_TOTAL as COALESCED;
 
 /// One entity as read: its JSON and version, or absent.
 #[derive(Debug)]
@@ -33,11 +32,6 @@ pub struct BatchItem {
     pub document: Option<Box<RawValue>>,
 }
 
-pub(crate) fn count(collection: &str, result: &'static str) {
-    metrics::counter!(CACHE_REQUESTS, "collection" => collection.to_owned(), "result" => result)
-        .increment(1);
-}
-
 impl Reader {
     pub async fn get_one(
         self: &Arc<Self>,
@@ -50,7 +44,7 @@ impl Reader {
         let key = self.layout(collection).key(&read_key);
         match self.redis.get(&key).await {
             Ok(Some(json)) if json == ABSENT_MARKER => {
-                count(collection, "negative_hit");
+                self.counters.count(collection, CacheResult::NegativeHit);
                 Ok(EntityAnswer {
                     entity: Entity::Absent,
                     cache: CacheStatus::Hit,
@@ -58,7 +52,7 @@ impl Reader {
             }
             Ok(Some(json)) => match version_of(&json) {
                 Some(version) => {
-                    count(collection, "hit");
+                    self.counters.count(collection, CacheResult::Hit);
                     Ok(EntityAnswer {
                         entity: Entity::Found { json, version },
                         cache: CacheStatus::Hit,
@@ -81,7 +75,7 @@ impl Reader {
         id: &str,
         key: &str,
     ) -> Result<EntityAnswer, Arc<StoreError>> {
-        count(collection, "miss");
+        self.counters.count(collection, CacheResult::Miss);
         let flight = self
             .flights
             .run(key, || self.recheck_then_read_store(collection, id, key))
@@ -142,7 +136,7 @@ impl Reader {
         id: &str,
         cache: CacheStatus,
     ) -> Result<EntityAnswer, Arc<StoreError>> {
-        count(collection, "bypass");
+        self.counters.count(collection, CacheResult::Bypass);
         answer(self.read_store(collection, id).await, cache)
     }
 
@@ -187,7 +181,7 @@ impl Reader {
             None => None,
         };
         let Some(cached) = cached else {
-            count(collection, "bypass");
+            self.counters.count(collection, CacheResult::Bypass);
             let found = self
                 .store
                 .get_many(collection, ids)
@@ -229,12 +223,13 @@ impl Reader {
             });
         }
         let hits = ids.len() - missing.len();
-        metrics::counter!(CACHE_REQUESTS, "collection" => collection.to_owned(), "result" => "hit")
-            .increment(hits as u64);
+        self.counters
+            .count_n(collection, CacheResult::Hit, hits as u64);
         if missing.is_empty() {
             return Ok((items, CacheStatus::Hit));
         }
-        metrics::counter!(CACHE_REQUESTS, "collection" => collection.to_owned(), "result" => "miss").increment(missing.len() as u64);
+        self.counters
+            .count_n(collection, CacheResult::Miss, missing.len() as u64);
         let missing_ids: Vec<String> = missing.iter().map(|&i| ids[i].clone()).collect();
         let found = self
             .store

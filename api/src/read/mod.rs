@@ -11,6 +11,7 @@
 //! - [`generations`]: following each collection's active cache generation.
 //! - [`invalidate`]: operators' removal of cache entries (the next read repopulates them).
 
+pub mod cache_counters;
 pub mod entity;
 pub mod generations;
 pub mod invalidate;
@@ -26,6 +27,7 @@ use cacheflow_shared::cache::redis::generations::ActiveLayouts;
 use cacheflow_shared::cache::KeyLayout;
 use cacheflow_shared::store::{DocumentStore, StoreError, Versioned};
 
+use self::cache_counters::CacheCounters;
 use self::populate::Populator;
 use self::redis_reads::RedisReads;
 use self::single_flight::SingleFlight;
@@ -71,6 +73,7 @@ pub struct Reader {
     pub(crate) flights: SingleFlight<Fetched>,
     pub(crate) populator: Populator,
     pub(crate) views: views::Views,
+    pub(crate) counters: CacheCounters,
 }
 
 impl Reader {
@@ -87,6 +90,7 @@ impl Reader {
             layouts,
             flights: SingleFlight::default(),
             populator,
+            counters: CacheCounters::new(views.names()),
             views,
         }
     }

@@ -11,7 +11,8 @@ use cacheflow_shared::store::{Scored, StoreError};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use super::entity::{count, raw};
+use super::cache_counters::CacheResult;
+use super::entity::raw;
 use super::views::{GeoView, SortedSetView};
 use super::{CacheStatus, Reader};
 
@@ -49,7 +50,7 @@ impl Reader {
             Ok(members) => self.with_documents(collection, members).await,
             Err(err) => {
                 tracing::debug!(%err, "redis unavailable; nearby query from the store");
-                count(collection, "bypass");
+                self.counters.count(collection, CacheResult::Bypass);
                 let found = self
                     .store
                     .near(
@@ -86,7 +87,7 @@ impl Reader {
             Ok(members) => self.with_documents(collection, members).await,
             Err(err) => {
                 tracing::debug!(%err, "redis unavailable; top query from the store");
-                count(collection, "bypass");
+                self.counters.count(collection, CacheResult::Bypass);
                 let equals: Vec<(String, Value)> =
                     params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
                 let found = self
@@ -111,7 +112,7 @@ impl Reader {
     ) -> Result<(Option<Map<String, Value>>, CacheStatus), Arc<StoreError>> {
         match self.redis.hgetall(&self.layout(collection).key(key)).await {
             Ok(pairs) if !pairs.is_empty() => {
-                count(collection, "hit");
+                self.counters.count(collection, CacheResult::Hit);
                 let object = pairs
                     .into_iter()
                     .map(|(field, text)| {
@@ -128,7 +129,7 @@ impl Reader {
                 Ok((pick(answer.entity, listed), status))
             }
             Err(_) => {
-                count(collection, "bypass");
+                self.counters.count(collection, CacheResult::Bypass);
                 let found = self.store.get(collection, id).await.map_err(Arc::new)?;
                 let picked = found.map(|v| pick_fields(&v.document, listed));
                 Ok((picked, CacheStatus::Bypass))
@@ -145,7 +146,7 @@ impl Reader {
         members: Vec<(String, f64)>,
     ) -> Result<(Vec<Ranked>, CacheStatus), Arc<StoreError>> {
         if members.is_empty() {
-            count(collection, "hit");
+            self.counters.count(collection, CacheResult::Hit);
             return Ok((Vec::new(), CacheStatus::Hit));
         }
         let view = self.views.get(collection);
@@ -178,10 +179,10 @@ impl Reader {
             .filter(|&i| documents[i].is_none())
             .collect();
         let status = if missing.is_empty() {
-            count(collection, "hit");
+            self.counters.count(collection, CacheResult::Hit);
             CacheStatus::Hit
         } else {
-            count(collection, "miss");
+            self.counters.count(collection, CacheResult::Miss);
             let ids: Vec<String> = missing.iter().map(|&i| members[i].0.clone()).collect();
             let found = self
                 .store

@@ -45,6 +45,11 @@ impl Views {
         }
     }
 
+    /// The names of the pipeline's collections.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.collections.keys().map(String::as_str)
+    }
+
     pub fn get(&self, collection: &str) -> Option<&CollectionView> {
         self.collections.get(collection)
     }

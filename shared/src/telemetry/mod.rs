@@ -14,6 +14,8 @@ pub mod names;
 pub use self::metrics::{describe_all, install_recorder, serve_metrics};
 pub use dashboards::dashboard_metric_names;
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
@@ -36,7 +38,12 @@ pub fn init(settings: &LogSettings) {
             )
             .try_init()
     } else {
-        registry.with(tracing_subscriber::fmt::layer()).try_init()
+        // Colours only on a terminal: in a log file or a collector they are escape-code noise,
+        // and styling every span's fields costs each request a little.
+        let ansi = std::io::stdout().is_terminal();
+        registry
+            .with(tracing_subscriber::fmt::layer().with_ansi(ansi))
+            .try_init()
     };
     // A second init (tests) fails harmlessly; the first subscriber stays.
     drop(result);
