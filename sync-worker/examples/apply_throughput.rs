@@ -27,6 +27,10 @@ mod bench;
 
 use bench::{last_event, own_cpu, per_event, redis_cpu, remove_keys};
 
+// The worker binary's allocator, so the rate is the worker's and not the system allocator's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let events: usize = match std::env::args().nth(1) {

@@ -188,6 +188,8 @@ pub trait DocumentStore: Send + Sync + 'static {
     async fn latest_version(&self, collection: &str, id: &str) -> Result<Option<u64>, StoreError>;
 
     /// Up to `limit` unpublished events, oldest first; events of one entity in version order.
+    /// Never returns an event whose [`mark_published`](Self::mark_published) completed before the
+    /// call (the relay's marker relies on it).
     async fn pending_events(&self, limit: usize) -> Result<Vec<PendingEvent>, StoreError>;
 
     /// Removes published events from the outbox. Unknown ids are ignored.

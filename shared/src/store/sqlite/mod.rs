@@ -368,9 +368,10 @@ impl DocumentStore for SqliteStore {
     }
 
     async fn pending_events(&self, limit: usize) -> Result<Vec<PendingEvent>, StoreError> {
-        // Read on the writer: the relay must see its own just-deleted rows gone, and a reader
-        // connection's snapshot could lag behind by one transaction.
-        self.run(self.writer.clone(), move |conn| {
+        // On a reader: it never waits for the writer (WAL), which client writes keep busy. Each
+        // statement reads the latest commit as of its start, so rows whose delete committed
+        // before the call are gone from what it returns (the relay relies on that).
+        self.run(self.reader(), move |conn| {
             let mut stmt = conn
                 .prepare_cached("SELECT seq, payload FROM outbox ORDER BY seq LIMIT ?1")
                 .map_err(map_err)?;

@@ -7,6 +7,11 @@
 //! event of that entity is only sent after the previous one was acknowledged. Events of different
 //! entities are pipelined. A resend after a lost ack carries the same `Nats-Msg-Id` and is dropped
 //! by the stream's duplicate window, so every event is stored exactly once.
+//!
+//! Published events are removed from the outbox by the [`marker`], beside the loop, so a slow
+//! store write never holds back the next publish.
+
+mod marker;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -21,6 +26,8 @@ use cacheflow_shared::telemetry::names;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use self::marker::Marker;
+
 pub struct OutboxRelay {
     store: Arc<dyn DocumentStore>,
     publisher: Arc<dyn EventPublisher>,
@@ -31,6 +38,7 @@ pub struct OutboxRelay {
     stream_ready: bool,
     pending_reported: Option<std::time::Instant>,
     wake: Arc<Notify>,
+    marker: Marker,
     settings: OutboxSettings,
 }
 
@@ -50,9 +58,15 @@ impl OutboxRelay {
         wake: Arc<Notify>,
         settings: OutboxSettings,
     ) -> Self {
+        let marker = Marker::spawn(
+            store.clone(),
+            Duration::from_millis(settings.retry_min_ms),
+            Duration::from_millis(settings.retry_max_ms),
+        );
         Self {
             store,
             publisher,
+            marker,
             stream_setup: None,
             stream_ready: false,
             pending_reported: None,
@@ -126,7 +140,10 @@ impl OutboxRelay {
                     Ok(Round {
                         published: 0,
                         failed: 0,
-                    }) => return true,
+                    }) => {
+                        self.marker.flushed().await;
+                        return true;
+                    }
                     Ok(Round { failed: 0, .. }) => {}
                     _ => return false,
                 }
@@ -165,14 +182,22 @@ impl OutboxRelay {
         Ok(())
     }
 
-    /// Publishes the oldest pending event of each entity in one pipelined batch.
+    /// Publishes the oldest pending event of each entity in one pipelined batch, leaving out the
+    /// events already published whose removal from the outbox is still under way.
     async fn round(&self) -> Result<Round, String> {
+        // Taken before the read: see `marker` for why this order never resends an event.
+        let unmarked = self.marker.unmarked();
         let pending = self
             .store
-            .pending_events(self.settings.batch_size)
+            .pending_events(self.settings.batch_size + unmarked.len())
             .await
             .map_err(|e| e.to_string())?;
-        let batch = first_per_entity(pending);
+        let batch = first_per_entity(
+            pending
+                .into_iter()
+                .filter(|p| !unmarked.contains(&p.seq))
+                .collect(),
+        );
         if batch.is_empty() {
             return Ok(Round::default());
         }
@@ -191,16 +216,14 @@ impl OutboxRelay {
                 }
             }
         }
-        self.store
-            .mark_published(&published)
-            .await
-            .map_err(|e| e.to_string())?;
         metrics::counter!(names::OUTBOX_PUBLISHED_EVENTS_TOTAL).increment(published.len() as u64);
         metrics::counter!(names::OUTBOX_PUBLISH_FAILURES_TOTAL).increment(failed as u64);
-        Ok(Round {
+        let round = Round {
             published: published.len(),
             failed,
-        })
+        };
+        self.marker.submit(published);
+        Ok(round)
     }
 
     fn new_backoff(&self) -> backon::ExponentialBackoff {
