@@ -1,6 +1,10 @@
-//! The one middleware around every route: it checks the API key, takes a concurrency permit
-//! under the request deadline, and records the request's metrics, in that order of nesting
-//! (metrics outermost, so 401s and sheds are counted too).
+//! The one middleware around every route: it opens the request's span, checks the API key, takes
+//! a concurrency permit under the request deadline, and records the request's metrics, in that
+//! order of nesting (metrics outermost, so 401s and sheds are counted too).
+//!
+//! The span (`request`, with method, path and the request id that `SetRequestIdLayer` assigned or
+//! the client sent) makes every log line of a request, including the commit's trace id, findable
+//! by its id. Answers with a 5xx status are logged at `warn` with their latency.
 //!
 //! One hand-written layer rather than three `middleware::from_fn` ones: axum boxes the route
 //! again for every layer added with `Router::layer`, and `from_fn` boxes its `Next` once more
@@ -19,6 +23,7 @@ use std::time::Instant;
 use axum::extract::{MatchedPath, Request};
 use axum::response::{IntoResponse, Response};
 use tower::{Layer, Service, ServiceExt};
+use tracing::Instrument;
 
 use crate::auth::Auth;
 use crate::http_metrics::HttpMetrics;
@@ -80,32 +85,59 @@ where
             limits,
             metrics,
         } = self.layer.clone();
-        Box::pin(async move {
-            let route = request.extensions().get::<MatchedPath>().cloned();
-            let method = request.method().clone();
-            let checked = auth
-                .check(request.method(), request.uri().path(), request.headers())
-                .and_then(|()| limits.admit(request.uri().path()));
-            let response = match checked {
-                Ok(admitted) => {
-                    admitted
-                        .run(async move {
-                            match inner.oneshot(request).await {
-                                Ok(response) => response,
-                                Err(never) => match never {},
-                            }
-                        })
-                        .await
+        let span = request_span(&request);
+        Box::pin(
+            async move {
+                let route = request.extensions().get::<MatchedPath>().cloned();
+                let method = request.method().clone();
+                let checked = auth
+                    .check(request.method(), request.uri().path(), request.headers())
+                    .and_then(|()| limits.admit(request.uri().path()));
+                let response = match checked {
+                    Ok(admitted) => {
+                        admitted
+                            .run(async move {
+                                match inner.oneshot(request).await {
+                                    Ok(response) => response,
+                                    Err(never) => match never {},
+                                }
+                            })
+                            .await
+                    }
+                    Err(err) => err.into_response(),
+                };
+                let elapsed = started.elapsed();
+                let status = response.status();
+                if status.is_server_error() {
+                    tracing::warn!(
+                        status = status.as_u16(),
+                        latency_ms = elapsed.as_secs_f64() * 1000.0,
+                        "request failed"
+                    );
                 }
-                Err(err) => err.into_response(),
-            };
-            metrics.record(
-                route.as_ref().map(MatchedPath::as_str),
-                &method,
-                response.status(),
-                started.elapsed(),
-            );
-            Ok(response)
-        })
+                metrics.record(
+                    route.as_ref().map(MatchedPath::as_str),
+                    &method,
+                    status,
+                    elapsed,
+                );
+                Ok(response)
+            }
+            .instrument(span),
+        )
     }
+}
+
+fn request_span(request: &Request) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id,
+    )
 }

@@ -22,7 +22,6 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -244,7 +243,6 @@ pub fn router_and_spec(
         // Outermost: any layer that prints headers shows `Sensitive` for the API key.
         .layer(SetSensitiveRequestHeadersLayer::new([AUTHORIZATION]))
         .layer(SetRequestIdLayer::x_request_id(ProcessRequestIds::new()))
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(Extension(BodyLimit(limits.max_body_bytes())))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes()))
@@ -262,22 +260,5 @@ async fn openapi_json(json: Arc<String>) -> impl axum::response::IntoResponse {
     (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         (*json).clone(),
-    )
-}
-
-/// One span per request, carrying the request id that `SetRequestIdLayer` assigned (or the
-/// client sent), so every log line of a request, including the commit's trace id, can be found
-/// by it.
-fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
-    let request_id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    tracing::info_span!(
-        "request",
-        method = %request.method(),
-        path = %request.uri().path(),
-        request_id,
     )
 }

@@ -111,5 +111,57 @@ pub(crate) fn version_of(json: &[u8]) -> Option<u64> {
     struct Head {
         version: u64,
     }
-    serde_json::from_slice::<Head>(json).ok().map(|h| h.version)
+    trailing_version(json)
+        .or_else(|| serde_json::from_slice::<Head>(json).ok().map(|h| h.version))
+}
+
+/// The version of a document as the pipeline writes it, compact with `version` stamped last
+/// (`…,"version":7}`), read from its last bytes instead of parsing it all: every cache hit needs
+/// it for the `ETag`. `None` for any other shape, which the full parse then handles.
+///
+/// Sound for valid JSON: the final `}` closes the top-level object, so the digits before it are
+/// its last member's value, and a `"version"` key preceded by `,` or `{` cannot be the tail of a
+/// longer string (an escaped quote inside one is preceded by `\`).
+fn trailing_version(json: &[u8]) -> Option<u64> {
+    let body = json.strip_suffix(b"}")?;
+    let digits_at = body.iter().rposition(|b| !b.is_ascii_digit())? + 1;
+    let digits = &body[digits_at..];
+    let key = body[..digits_at].strip_suffix(b"\"version\":")?;
+    if digits.is_empty() || !matches!(key.last(), Some(b',' | b'{')) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_version_is_read_from_the_tail_or_by_parsing() {
+        let cases: [(&str, Option<u64>); 9] = [
+            (r#"{"name":"a","id":"p1","version":7}"#, Some(7)),
+            (r#"{"version":18446744073709551615}"#, Some(u64::MAX)),
+            // Not last, or not compact: the full parse finds it.
+            (r#"{"version":3,"name":"a"}"#, Some(3)),
+            (r#"{"name":"a", "version": 4 }"#, Some(4)),
+            // A nested `version` is not the document's.
+            (r#"{"a":{"version":5}}"#, None),
+            // The tail of a longer key (an escaped quote) is not the key `version`.
+            (r#"{"x\"version":6}"#, None),
+            (r#"{"name":"a","version":"7"}"#, None),
+            (r#"{"version":-1}"#, None),
+            ("not json", None),
+        ];
+        for (json, expected) in cases {
+            assert_eq!(version_of(json.as_bytes()), expected, "{json}");
+        }
+        // Whatever the fast path answers, the full parse agrees.
+        for (json, _) in cases {
+            if let Some(fast) = trailing_version(json.as_bytes()) {
+                let parsed: serde_json::Value = serde_json::from_str(json).unwrap();
+                assert_eq!(parsed["version"].as_u64(), Some(fast), "{json}");
+            }
+        }
+    }
 }
