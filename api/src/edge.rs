@@ -1,6 +1,6 @@
-//! The one middleware around every route: it opens the request's span, checks the API key, takes
-//! a concurrency permit under the request deadline, and records the request's metrics, in that
-//! order of nesting (metrics outermost, so 401s and sheds are counted too).
+//! The one middleware around every route: it opens the request's span, checks the API key,
+//! counts the request among those in flight (or sheds it), runs it under the request deadline,
+//! and records its metrics (outermost, so 401s and sheds are counted too).
 //!
 //! The span (`request`, with method, path and the request id that `SetRequestIdLayer` assigned or
 //! the client sent) makes every log line of a request, including the commit's trace id, findable

@@ -4,7 +4,7 @@
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Path, Request};
-use axum::http::{header, request::Parts, HeaderMap, StatusCode};
+use axum::http::{header, request::Parts, HeaderMap, HeaderValue, StatusCode};
 use cacheflow_shared::document::{is_valid_id, Document};
 use cacheflow_shared::pipeline::Collection;
 use cacheflow_shared::store::Precondition;
@@ -27,6 +27,18 @@ pub const MAX_BODY_DEPTH: usize = 64;
 /// does not expose it), so that `payload_too_large` can name it.
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimit(pub usize);
+
+/// The request's `If-None-Match` header, if any. The `HeaderMap` extractor would copy every
+/// header of the request for this one, on the cache-hit path.
+pub struct IfNoneMatch(pub Option<HeaderValue>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfNoneMatch {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.headers.get(header::IF_NONE_MATCH).cloned()))
+    }
+}
 
 /// `/{collection}/{id}` with the collection looked up in the pipeline and the id checked.
 pub struct EntityPath {

@@ -2,25 +2,27 @@
 //! `overloaded` and `Retry-After`, never queued) and a deadline per request (`503` `timeout`).
 //! Bodies are capped separately by `DefaultBodyLimit` (`413` `payload_too_large`).
 //!
-//! A semaphore and `tokio::time::timeout` around the handler rather than tower's `LoadShed`,
+//! A counter of requests in flight and `tokio::time::timeout` around the handler rather than
+//! tower's `LoadShed`,
 //! `ConcurrencyLimit` and `Timeout` layers: those answer with boxed errors that need a
 //! `HandleErrorLayer` to become JSON, and `Router::layer` builds one layer per route, so a
 //! `ConcurrencyLimitLayer` would cap each route separately instead of the API as a whole. Here
-//! every error is an [`ApiError`] by construction and one semaphore is shared by all routes.
+//! every error is an [`ApiError`] by construction and one counter is shared by all routes. A
+//! counter, not a semaphore: a request is never queued for a permit, and giving a semaphore's
+//! permit back takes its waiters' lock, on every request.
 //!
 //! The checks run in [`crate::edge`], the one middleware around every route.
 //!
 //! The probes are exempt: an overloaded API is alive, and `/readyz` should report on its
-//! dependencies, not compete with the traffic for a permit.
+//! dependencies, not compete with the traffic for a place.
 
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::future::Future;
-
 use axum::response::{IntoResponse, Response};
 use cacheflow_shared::config::LimitSettings;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
 
@@ -28,7 +30,7 @@ const EXEMPT_PATHS: [&str; 2] = ["/healthz", "/readyz"];
 
 #[derive(Clone, Debug)]
 pub struct Limits {
-    permits: Arc<Semaphore>,
+    in_flight: Arc<AtomicUsize>,
     max_in_flight: usize,
     request_timeout: Duration,
     max_body_bytes: usize,
@@ -37,7 +39,7 @@ pub struct Limits {
 impl Limits {
     pub fn new(settings: &LimitSettings) -> Self {
         Self {
-            permits: Arc::new(Semaphore::new(settings.max_concurrent_requests)),
+            in_flight: Arc::new(AtomicUsize::new(0)),
             max_in_flight: settings.max_concurrent_requests,
             request_timeout: settings.request_timeout(),
             max_body_bytes: settings.max_body_bytes,
@@ -46,8 +48,7 @@ impl Limits {
 
     /// Requests being handled now (the probes not counted).
     pub fn in_flight(&self) -> usize {
-        self.max_in_flight
-            .saturating_sub(self.permits.available_permits())
+        self.in_flight.load(Ordering::Relaxed)
     }
 
     pub fn max_body_bytes(&self) -> usize {
@@ -55,37 +56,46 @@ impl Limits {
     }
 }
 
-/// A request let through: the permit it holds until its response is ready (none for the
-/// exempt probes).
+/// A request let through: it counts as in flight until its response is ready (the exempt
+/// probes do not count).
 #[derive(Debug)]
 pub struct Admitted {
-    _permit: Option<OwnedSemaphorePermit>,
+    _slot: Option<Slot>,
     deadline: Option<Duration>,
 }
 
+/// One request's place among those in flight, given back on drop.
+#[derive(Debug)]
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl Limits {
-    /// Takes a permit for a request to `path`, or sheds it when every permit is taken.
+    /// Counts a request to `path` as in flight, or sheds it when the cap is reached.
     pub fn admit(&self, path: &str) -> Result<Admitted, ApiError> {
         if EXEMPT_PATHS.contains(&path) {
             return Ok(Admitted {
-                _permit: None,
+                _slot: None,
                 deadline: None,
             });
         }
-        let permit = self
-            .permits
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| ApiError::Overloaded)?;
+        if self.in_flight.fetch_add(1, Ordering::AcqRel) >= self.max_in_flight {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return Err(ApiError::Overloaded);
+        }
         Ok(Admitted {
-            _permit: Some(permit),
+            _slot: Some(Slot(self.in_flight.clone())),
             deadline: Some(self.request_timeout),
         })
     }
 }
 
 impl Admitted {
-    /// Runs the request's handling under the deadline, holding the permit until it is done.
+    /// Runs the request's handling under the deadline; it counts as in flight until done.
     pub async fn run<F>(self, handling: F) -> Response
     where
         F: Future<Output = Response>,
@@ -184,7 +194,7 @@ mod tests {
         for handle in slow {
             assert_eq!(handle.await.unwrap().unwrap().status(), StatusCode::OK);
         }
-        assert_eq!(limits.in_flight(), 0, "permits are given back");
+        assert_eq!(limits.in_flight(), 0, "finished requests no longer count");
     }
 
     #[tokio::test(start_paused = true)]

@@ -111,8 +111,7 @@ pub(crate) fn version_of(json: &[u8]) -> Option<u64> {
     struct Head {
         version: u64,
     }
-    trailing_version(json)
-        .or_else(|| serde_json::from_slice::<Head>(json).ok().map(|h| h.version))
+    trailing_version(json).or_else(|| serde_json::from_slice::<Head>(json).ok().map(|h| h.version))
 }
 
 /// The version of a document as the pipeline writes it, compact with `version` stamped last

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cacheflow_shared::document::Document;
@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::error::ApiError;
-use crate::extract::{check_ids, etag, EntityPath, PathParams};
+use crate::extract::{check_ids, etag, EntityPath, IfNoneMatch, PathParams};
 use crate::openapi::{DocumentSchema, ErrorBody};
 use crate::read::entity::Entity;
 use crate::read::queries::{NearQuery, Ranked};
@@ -46,7 +46,7 @@ const MAX_OFFSET: usize = 100_000;
 pub async fn get_one(
     State(state): State<AppState>,
     EntityPath { collection, id }: EntityPath,
-    headers: HeaderMap,
+    IfNoneMatch(if_none): IfNoneMatch,
 ) -> Result<Response, ApiError> {
     let answer = state
         .reader()
@@ -55,7 +55,7 @@ pub async fn get_one(
         .map_err(|err| ApiError::from_shared_store(&err, &collection.name, &id))?;
     let mut response = match answer.entity {
         Entity::Found { json, version } => {
-            if if_none_match(&headers, version) {
+            if if_none_match(if_none.as_ref(), version) {
                 let mut response = StatusCode::NOT_MODIFIED.into_response();
                 set_etag(&mut response, version);
                 response
@@ -429,11 +429,8 @@ fn limit(query: &HashMap<String, String>, max: usize) -> Result<usize, ApiError>
 
 /// `If-None-Match` holds (the client's copy is current) for `*` or any listed ETag, weak or
 /// strong (weak comparison, as RFC 9110 prescribes for this header).
-fn if_none_match(headers: &HeaderMap, version: u64) -> bool {
-    let Some(value) = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-    else {
+fn if_none_match(header: Option<&HeaderValue>, version: u64) -> bool {
+    let Some(value) = header.and_then(|v| v.to_str().ok()) else {
         return false;
     };
     let current = etag(version);
