@@ -61,6 +61,40 @@ async fn every_projection_kind_is_written() {
     worker.stop().await;
 }
 
+/// The hash projection is replaced, not merged: a field that left the document leaves the hash,
+/// one that arrives joins it, and values are overwritten.
+#[tokio::test]
+async fn the_hash_follows_the_fields_the_document_has() {
+    let env = TestEnv::new("hashfields").await;
+    let worker = env.spawn_worker();
+    let mut without_price = place("p1", 2, "bar", 3.5, 2.35, 48.85);
+    without_price.remove("price");
+    let mut without_name = place("p1", 3, "bar", 3.0, 2.35, 48.85);
+    without_name.remove("name");
+    env.publish(&[
+        Event::upsert("places", "p1", 1, place("p1", 1, "cafe", 4.5, 2.35, 48.85)),
+        Event::upsert("places", "p1", 2, without_price),
+    ])
+    .await;
+    env.wait_drained().await;
+    let key = env.layout().key("place:p1:h");
+    let mut redis = env.redis.clone();
+    let hash: BTreeMap<String, String> = redis.hgetall(&key).await.unwrap();
+    let fields: Vec<&str> = hash.keys().map(String::as_str).collect();
+    assert_eq!(fields, ["category", "name", "rating"]);
+    assert_eq!(hash["category"], "bar");
+    assert_eq!(hash["rating"], "3.5");
+
+    env.publish(&[Event::upsert("places", "p1", 3, without_name)])
+        .await;
+    env.wait_drained().await;
+    let hash: BTreeMap<String, String> = redis.hgetall(&key).await.unwrap();
+    let fields: Vec<&str> = hash.keys().map(String::as_str).collect();
+    assert_eq!(fields, ["category", "price", "rating"]);
+    assert_eq!(hash["price"], "4");
+    worker.stop().await;
+}
+
 #[tokio::test]
 async fn a_changed_key_template_field_moves_the_member() {
     let env = TestEnv::new("move").await;

@@ -134,9 +134,18 @@ local function apply(k, a)
   end
   for _ = 1, h do
     local n = tonumber(ARGV[d])
-    -- Replace, not merge: a field that left the document leaves the hash.
-    call('DEL', KEYS[key])
-    if n > 0 then call('HSET', KEYS[key], unpack(ARGV, d + 1, d + 2 * n)) end
+    -- Replace, not merge: a field that left the document leaves the hash. Overwritten in place
+    -- (no free and rebuild per event); only a hash left with more fields than the n written,
+    -- which is then stale, is rebuilt.
+    if n > 0 then
+      call('HSET', KEYS[key], unpack(ARGV, d + 1, d + 2 * n))
+      if call('HLEN', KEYS[key]) > n then
+        call('DEL', KEYS[key])
+        call('HSET', KEYS[key], unpack(ARGV, d + 1, d + 2 * n))
+      end
+    else
+      call('DEL', KEYS[key])
+    end
     d, key = d + 1 + 2 * n, key + 1
   end
   -- A geo index is a sorted set scored by the point's geohash, which the caller computed exactly
