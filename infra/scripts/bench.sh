@@ -609,8 +609,8 @@ EOT
 request. The API's extra CPU per request over the bare handler (the row above) is what it does
 beyond one Redis GET: the request span and id, the key check, the in-flight count and deadline
 timer, two metric series, the collection's cache generation, and the \`ETag\` and \`X-Cache\`
-headers. This machine's speed also drifts by more than that difference between consecutive runs
-(the per-pair ratios above). At half the baseline's rate the tail is set by four busy processes
+headers. This machine's speed also drifts from one run to the next (the per-pair ratios above),
+so single pairs land on either side of the mean. At half the baseline's rate the tail is set by four busy processes
 scheduled on two cores: the bare baseline's own p99 at that rate is in the table too.
 
 ### redis-benchmark (same Redis, $USERS clients, 220-byte values)
