@@ -38,8 +38,10 @@ impl Reader {
         collection: &str,
         id: &str,
     ) -> Result<EntityAnswer, Arc<StoreError>> {
+        // The cold paths (miss, bypass) are boxed: inlined, their state would make every cache
+        // hit's future several times larger, and it is moved and zeroed on each request.
         let Some(read_key) = self.views.get(collection).and_then(|v| v.read_key(id)) else {
-            return self.store_answer(collection, id, CacheStatus::Bypass).await;
+            return Box::pin(self.store_answer(collection, id, CacheStatus::Bypass)).await;
         };
         let key = self.layout(collection).key(&read_key);
         match self.redis.get(&key).await {
@@ -59,12 +61,12 @@ impl Reader {
                     })
                 }
                 // Not a document this pipeline wrote: treat it as a miss and let the populate fix it.
-                None => self.miss(collection, id, &key).await,
+                None => Box::pin(self.miss(collection, id, &key)).await,
             },
-            Ok(None) => self.miss(collection, id, &key).await,
+            Ok(None) => Box::pin(self.miss(collection, id, &key)).await,
             Err(err) => {
                 tracing::debug!(%err, "redis unavailable; reading from the store");
-                self.store_answer(collection, id, CacheStatus::Bypass).await
+                Box::pin(self.store_answer(collection, id, CacheStatus::Bypass)).await
             }
         }
     }
