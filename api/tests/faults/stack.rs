@@ -151,7 +151,7 @@ impl Stack {
         consumer.get_info().await.ok()
     }
 
-    /// Events committed but not yet acknowledged by JetStream.
+    /// Events still in the outbox: not yet acknowledged by JetStream, or about to be removed.
     pub async fn outbox_pending(&self) -> u64 {
         self.store.pending_count().await.expect("count the outbox")
     }

@@ -90,7 +90,7 @@ pub const DESCRIPTIONS: &[MetricDescription] = &[
     describe(names::STORE_ERRORS_TOTAL, Counter, COUNT, &[label::OP, label::KIND],
         "Failed document-store operations, by operation and kind of failure."),
     describe(names::OUTBOX_PENDING_EVENTS, Gauge, COUNT, &[],
-        "Events in the outbox not yet acknowledged by JetStream."),
+        "Events in the outbox: not yet acknowledged by JetStream, or acknowledged and about to be removed."),
     describe(names::OUTBOX_PUBLISH_DURATION_SECONDS, Histogram, SECONDS, &[],
         "Time to publish one round of outbox events to JetStream, acks included."),
     describe(names::OUTBOX_PUBLISHED_EVENTS_TOTAL, Counter, COUNT, &[],

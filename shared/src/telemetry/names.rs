@@ -23,7 +23,8 @@ pub const SINGLEFLIGHT_COALESCED_TOTAL: &str = "cacheflow_singleflight_coalesced
 pub const STORE_OPERATION_DURATION_SECONDS: &str = "cacheflow_store_operation_duration_seconds";
 /// Counter `{op, kind}` ([`STORE_OPS`], [`STORE_ERROR_KINDS`]): failed store operations.
 pub const STORE_ERRORS_TOTAL: &str = "cacheflow_store_errors_total";
-/// Gauge: events in the outbox not yet acknowledged by JetStream.
+/// Gauge: events in the outbox: not yet acknowledged by JetStream, or acknowledged and about to
+/// be removed.
 pub const OUTBOX_PENDING_EVENTS: &str = "cacheflow_outbox_pending_events";
 /// Histogram: time to publish one relay round to JetStream (until the acks).
 pub const OUTBOX_PUBLISH_DURATION_SECONDS: &str = "cacheflow_outbox_publish_duration_seconds";
