@@ -12,7 +12,7 @@ use cacheflow_testkit::RedisServer;
 use redis::AsyncCommands;
 use serde_json::{json, Value};
 
-use crate::helpers::{error_of, place_at, spawn_app, spawn_app_with, x_cache, TestApp};
+use crate::helpers::{error_of, item_ids, place_at, spawn_app, spawn_app_with, x_cache, TestApp};
 
 const NEAR: &str = "/v1/places/near/nearby?lon=-9.0&lat=38.7&radius_m=5000";
 
@@ -23,15 +23,6 @@ async fn invalidate(app: &TestApp, body: &Value) -> reqwest::Response {
         .send()
         .await
         .unwrap()
-}
-
-fn ids(body: &Value) -> Vec<String> {
-    body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["id"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 /// An app with the admin routes on, a worker, and `places` indexed by it.
@@ -47,7 +38,7 @@ async fn seeded(places: &[(&str, f64, f64)]) -> TestApp {
     app.eventually(
         "the worker indexed every place",
         Duration::from_secs(30),
-        move || async move { ids(&top(app_ref).await.1).len() == places.len() },
+        move || async move { item_ids(&top(app_ref).await.1).len() == places.len() },
     )
     .await;
     app
@@ -135,9 +126,15 @@ async fn invalidating_ids_clears_entries_and_index_memberships_until_the_next_re
 
     // The indexes, read from Redis, no longer list it.
     let (cache, body) = top(&app).await;
-    assert_eq!((cache.as_str(), ids(&body)), ("hit", vec!["b".to_owned()]));
+    assert_eq!(
+        (cache.as_str(), item_ids(&body)),
+        ("hit", vec!["b".to_owned()])
+    );
     let (cache, body) = near(&app, NEAR).await;
-    assert_eq!((cache.as_str(), ids(&body)), ("hit", vec!["b".to_owned()]));
+    assert_eq!(
+        (cache.as_str(), item_ids(&body)),
+        ("hit", vec!["b".to_owned()])
+    );
 
     // The next read misses, answers from the store and repopulates at the same version.
     let miss = app.get("/v1/places/a").await;
@@ -152,7 +149,7 @@ async fn invalidating_ids_clears_entries_and_index_memberships_until_the_next_re
         ("\"1\"", Some("a"))
     );
     let (_, body) = top(&app).await;
-    assert_eq!(ids(&body), vec!["b", "a"]);
+    assert_eq!(item_ids(&body), vec!["b", "a"]);
 }
 
 #[tokio::test]
@@ -194,7 +191,7 @@ async fn invalidating_a_collection_clears_every_entity_it_holds() {
         assert_eq!(members, 0, "{index}");
     }
     let (cache, body) = top(&app).await;
-    assert_eq!((cache.as_str(), ids(&body).len()), ("hit", 0));
+    assert_eq!((cache.as_str(), item_ids(&body).len()), ("hit", 0));
 
     let miss = app.get("/v1/places/b").await;
     assert_eq!(x_cache(&miss), "miss");
@@ -389,7 +386,7 @@ async fn reads_follow_the_active_generation_without_a_restart() {
     // The indexes are the new generation's too.
     let (cache, body) = top(&app).await;
     assert_eq!(cache, "hit");
-    assert_eq!(ids(&body), vec!["p1"]);
+    assert_eq!(item_ids(&body), vec!["p1"]);
     assert_eq!(body["items"][0]["score"], 4.9);
     assert_eq!(body["items"][0]["document"]["name"], "Cafe B");
     let (cache, body) = near(
@@ -397,9 +394,12 @@ async fn reads_follow_the_active_generation_without_a_restart() {
         "/v1/places/near/nearby?lon=2.35&lat=48.85&radius_m=1000",
     )
     .await;
-    assert_eq!((cache.as_str(), ids(&body)), ("hit", vec!["p1".to_owned()]));
+    assert_eq!(
+        (cache.as_str(), item_ids(&body)),
+        ("hit", vec!["p1".to_owned()])
+    );
     let (_, body) = near(&app, NEAR).await;
-    assert!(ids(&body).is_empty(), "{body}");
+    assert!(item_ids(&body).is_empty(), "{body}");
     let fields: Value = app.get("/v1/places/p1/fields").await.json().await.unwrap();
     assert_eq!(fields["category"], "bar");
 

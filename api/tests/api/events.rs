@@ -7,7 +7,7 @@ use futures::StreamExt;
 use cacheflow_shared::event::Op;
 use serde_json::json;
 
-use crate::helpers::{place, spawn_app};
+use crate::helpers::{msg_id, place, spawn_app};
 
 #[tokio::test]
 async fn writes_publish_their_events_in_version_order() {
@@ -168,13 +168,7 @@ async fn concurrent_writes_reach_the_stream_once_each_in_version_order() {
     while let Ok(Some(message)) =
         tokio::time::timeout(Duration::from_millis(500), wire.next()).await
     {
-        let msg_id = message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get("Nats-Msg-Id"))
-            .map(|v| v.to_string())
-            .expect("every event carries Nats-Msg-Id");
-        if !on_the_wire.insert(msg_id) {
+        if !on_the_wire.insert(msg_id(&message)) {
             resent += 1;
         }
     }

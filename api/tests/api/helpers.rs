@@ -209,12 +209,7 @@ impl TestApp {
                 Some(Err(err)) => panic!("fetching from the stream failed: {err}"),
                 None => break,
             };
-            let msg_id = message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get("Nats-Msg-Id"))
-                .map(|v| v.to_string())
-                .expect("every event carries Nats-Msg-Id");
+            let msg_id = msg_id(&message);
             events.push((Event::decode(&message.payload).unwrap(), msg_id));
         }
         assert_eq!(
@@ -255,6 +250,26 @@ impl Drop for TestApp {
         self.stop.cancel();
         self.worker_stop.cancel();
     }
+}
+
+/// The `id` of each item of a list answer (`{ items: [{ id, … }] }`), in order.
+pub fn item_ids(body: &Value) -> Vec<String> {
+    body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The `Nats-Msg-Id` every event is published with.
+pub fn msg_id(message: &async_nats::Message) -> String {
+    message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Nats-Msg-Id"))
+        .map(|v| v.to_string())
+        .expect("every event carries Nats-Msg-Id")
 }
 
 /// The `X-Cache` header of a response.

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{error_of, place_at, spawn_app, x_cache, TestApp};
+use crate::helpers::{error_of, item_ids, place_at, spawn_app, x_cache, TestApp};
 
 /// Five places on a line east of a centre point, ~1.1 km apart, with ratings and categories.
 async fn seeded() -> TestApp {
@@ -42,15 +42,6 @@ async fn seeded() -> TestApp {
     app
 }
 
-fn ids(body: &Value) -> Vec<String> {
-    body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["id"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 #[tokio::test]
 async fn near_top_and_fields_come_from_redis() {
     let app = seeded().await;
@@ -60,7 +51,7 @@ async fn near_top_and_fields_come_from_redis() {
         .await;
     assert_eq!(x_cache(&near), "hit");
     let body: Value = near.json().await.unwrap();
-    assert_eq!(ids(&body), vec!["n0", "n1", "n2"]);
+    assert_eq!(item_ids(&body), vec!["n0", "n1", "n2"]);
     let distances: Vec<f64> = body["items"]
         .as_array()
         .unwrap()
@@ -77,7 +68,7 @@ async fn near_top_and_fields_come_from_redis() {
         .json()
         .await
         .unwrap();
-    assert_eq!(ids(&limited), vec!["n0", "n1"]);
+    assert_eq!(item_ids(&limited), vec!["n0", "n1"]);
 
     let top: Value = app
         .get("/v1/places/top/rating?limit=3")
@@ -85,7 +76,7 @@ async fn near_top_and_fields_come_from_redis() {
         .json()
         .await
         .unwrap();
-    assert_eq!(ids(&top), vec!["n2", "n4", "n1"]);
+    assert_eq!(item_ids(&top), vec!["n2", "n4", "n1"]);
     assert_eq!(top["items"][0]["score"], 5.0);
     assert_eq!(top["items"][0]["document"]["rating"], 5.0);
     let page: Value = app
@@ -94,21 +85,21 @@ async fn near_top_and_fields_come_from_redis() {
         .json()
         .await
         .unwrap();
-    assert_eq!(ids(&page), vec!["n0", "n3"]);
+    assert_eq!(item_ids(&page), vec!["n0", "n3"]);
     let cafes: Value = app
         .get("/v1/places/top/rating_by_category?category=cafe")
         .await
         .json()
         .await
         .unwrap();
-    assert_eq!(ids(&cafes), vec!["n2", "n0", "n3"]);
+    assert_eq!(item_ids(&cafes), vec!["n2", "n0", "n3"]);
     let none: Value = app
         .get("/v1/places/top/rating_by_category?category=museum")
         .await
         .json()
         .await
         .unwrap();
-    assert!(ids(&none).is_empty());
+    assert!(item_ids(&none).is_empty());
 
     let fields = app.get("/v1/places/n1/fields").await;
     assert_eq!(x_cache(&fields), "hit");

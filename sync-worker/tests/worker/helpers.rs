@@ -73,11 +73,7 @@ impl TestEnv {
         cacheflow_shared::events::ensure_stream(&js, &settings.stream)
             .await
             .expect("create the test stream");
-        let redis = redis::Client::open(redis_url)
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connect to redis");
+        let redis = connect_redis(redis_url).await;
         Self {
             settings,
             js,
@@ -221,6 +217,15 @@ impl RunningWorker {
 }
 
 /// Polls `probe` until it returns `Some`, panicking after [`DEADLINE`].
+/// A multiplexed connection to the Redis at `url`.
+pub async fn connect_redis(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .expect("a valid Redis URL")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to redis")
+}
+
 pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
 where
     F: FnMut() -> Fut,

@@ -142,15 +142,7 @@ async fn the_worker_binary_serves_every_worker_metric_after_a_real_workload() {
     // NATS down: the worker serves its metrics and retries binding the consumer.
     block_in_place(|| nats.stop());
     let worker = WorkerProcess::start(&env.process_env());
-    let addr = eventually("the worker to log its metrics address", || async {
-        log_fields(&worker.logs(), "serving metrics on /metrics").and_then(|fields| {
-            fields
-                .get("addr")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        })
-    })
-    .await;
+    let addr = worker.metrics_addr().await;
     scrape_until(&addr, "a NATS retry", |s| {
         value(s, names::WORKER_RETRIES_TOTAL, &[("reason", "nats")]) >= Some(1.0)
     })

@@ -55,6 +55,14 @@ impl OpsEnv {
         }
     }
 
+    /// Empties the whole Redis: only for a test that runs its own server.
+    async fn flush_redis(&self) {
+        let _: () = redis::cmd("FLUSHALL")
+            .query_async(&mut self.env.redis.clone())
+            .await
+            .unwrap();
+    }
+
     async fn ops(&self) -> Ops {
         Ops::connect(
             self.env.settings.clone(),
@@ -215,10 +223,7 @@ async fn replay_after_a_flush_rebuilds_the_cache_from_the_stream() {
     env.assert_generation("", &history).await;
     assert_no_drift(&ops).await;
 
-    let _: () = redis::cmd("FLUSHALL")
-        .query_async(&mut env.env.redis.clone())
-        .await
-        .unwrap();
+    env.flush_redis().await;
     let again = replay::run(&ops, &args).await.expect("a replay");
     assert_eq!(again.events, history.len() as u64);
     assert_eq!(
@@ -229,10 +234,7 @@ async fn replay_after_a_flush_rebuilds_the_cache_from_the_stream() {
     assert_no_drift(&ops).await;
 
     // From a sequence: only the events from there on.
-    let _: () = redis::cmd("FLUSHALL")
-        .query_async(&mut env.env.redis.clone())
-        .await
-        .unwrap();
+    env.flush_redis().await;
     let from = history.len() as u64 - 9;
     let tail = replay::run(
         &ops,

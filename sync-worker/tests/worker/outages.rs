@@ -5,7 +5,7 @@ use cacheflow_testkit::RedisServer;
 use tokio::task::block_in_place;
 
 use crate::gen::{history, rng};
-use crate::helpers::{eventually, pipeline, TestEnv};
+use crate::helpers::{connect_redis, eventually, pipeline, TestEnv};
 use crate::state::assert_projection_of;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,11 +49,7 @@ async fn the_worker_recovers_when_redis_comes_back() {
 
     // Exactly the events written since the restart: what was acked before it is lost with
     // Redis's memory, by design (backfill/replay repair that), and nothing else is there.
-    let mut conn = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = connect_redis(&redis.url()).await;
     let written: Vec<_> = during.iter().chain(&after).cloned().collect();
     assert_projection_of(&mut conn, &pipeline(), &env.layout(), &written).await;
     let stats = worker.stop().await;

@@ -83,6 +83,19 @@ impl WorkerProcess {
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The address the worker serves `/metrics` on, from its start-up log line.
+    pub async fn metrics_addr(&self) -> String {
+        crate::helpers::eventually("the worker to log its metrics address", || async {
+            log_fields(&self.logs(), "serving metrics on /metrics").and_then(|fields| {
+                fields
+                    .get("addr")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+        })
+        .await
+    }
 }
 
 impl Drop for WorkerProcess {

@@ -22,13 +22,13 @@ use cacheflow_sync_worker::ops::Ops;
 use cacheflow_testkit::unique_name;
 use redis::aio::MultiplexedConnection;
 use redis::AsyncCommands;
-use serde_json::Value;
+
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
 use crate::gen::{self, CATEGORIES};
-use crate::helpers::{eventually, pipeline, pipeline_path, TestEnv};
-use crate::process::{log_fields, WorkerProcess};
+use crate::helpers::{connect_redis, eventually, pipeline, pipeline_path, TestEnv};
+use crate::process::WorkerProcess;
 use crate::state::{assert_same, expected, geo_keys, snapshot};
 
 /// A key prefix of its own on the shared Redis, an SQLite store in a temporary directory, and
@@ -63,11 +63,7 @@ impl Fixture {
         let ops = Ops::connect(settings, pipeline(), CancellationToken::new())
             .await
             .expect("connect to redis");
-        let redis = redis::Client::open(redis_url)
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connect to redis");
+        let redis = connect_redis(&redis_url).await;
         Self {
             ops,
             store,
@@ -469,15 +465,7 @@ async fn a_running_worker_exports_the_last_audit() {
     assert_eq!(fx.verify(None, false).await.found, drift(2, 0, 0, 0));
 
     let worker = WorkerProcess::start(&env.process_env());
-    let addr = eventually("the worker to log its metrics address", || async {
-        log_fields(&worker.logs(), "serving metrics on /metrics").and_then(|fields| {
-            fields
-                .get("addr")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        })
-    })
-    .await;
+    let addr = worker.metrics_addr().await;
     let gauges = eventually("the audit gauges", || async {
         let scrape = reqwest::get(format!("http://{addr}/metrics"))
             .await
