@@ -6,7 +6,7 @@
 //! path more than recording the two samples does.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{OnceLock, RwLock};
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
@@ -19,7 +19,7 @@ const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 /// The handles of every series the API records into, created on first use.
 #[derive(Debug, Default)]
 pub struct HttpMetrics {
-    routes: RwLock<HashMap<Box<str>, Arc<RouteSeries>>>,
+    routes: RwLock<HashMap<Box<str>, RouteSeries>>,
 }
 
 #[derive(Debug)]
@@ -48,11 +48,33 @@ impl HttpMetrics {
         elapsed: Duration,
     ) {
         let route = route.unwrap_or(names::UNMATCHED_ROUTE);
-        let series = self.route(route);
         let (m, c) = (method_index(method), class_index(status));
-        let series = series.series[m * CLASSES.len() + c].get_or_init(|| {
+        {
+            let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(series) = routes.get(route) {
+                return series.record(m, c, elapsed);
+            }
+        }
+        let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
+        routes
+            .entry(route.into())
+            .or_insert_with(|| RouteSeries::new(route))
+            .record(m, c, elapsed);
+    }
+}
+
+impl RouteSeries {
+    fn new(route: &str) -> Self {
+        Self {
+            route: route.into(),
+            series: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    fn record(&self, m: usize, c: usize, elapsed: Duration) {
+        let series = self.series[m * CLASSES.len() + c].get_or_init(|| {
             let labels = [
-                (names::label::ROUTE, series.route.to_string()),
+                (names::label::ROUTE, self.route.to_string()),
                 (names::label::METHOD, METHODS[m].to_owned()),
                 (names::label::STATUS_CLASS, CLASSES[c].to_owned()),
             ];
@@ -63,22 +85,6 @@ impl HttpMetrics {
         });
         series.requests.increment(1);
         series.duration.record(elapsed.as_secs_f64());
-    }
-
-    fn route(&self, route: &str) -> Arc<RouteSeries> {
-        if let Some(series) = self.routes.read().ok().and_then(|r| r.get(route).cloned()) {
-            return series;
-        }
-        let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
-        routes
-            .entry(route.into())
-            .or_insert_with(|| {
-                Arc::new(RouteSeries {
-                    route: route.into(),
-                    series: std::array::from_fn(|_| OnceLock::new()),
-                })
-            })
-            .clone()
     }
 }
 
