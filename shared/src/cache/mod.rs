@@ -21,7 +21,8 @@ pub use self::redis::ABSENT_MARKER;
 pub use self::redis::{KeyLayout, RedisCacheWriter, RedisWriterOptions};
 pub use error::{CacheError, CacheErrorKind};
 pub use plan::{
-    plan, Action, Fallback, GeoMember, HashValue, Plan, Projections, ScoredMember, StringValue,
+    plan, plan_live, Action, Fallback, GeoMember, HashValue, Plan, Projections, ScoredMember,
+    StringValue,
 };
 
 /// What applying one event did.

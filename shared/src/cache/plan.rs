@@ -103,7 +103,15 @@ impl Projections {
 /// what they need.
 pub fn plan(collection: &Collection, event: &Event) -> Result<Plan, DocumentError> {
     let action = match (event.op, &event.document) {
-        (Op::Upsert, Some(document)) => Action::Upsert(project(collection, &event.id, document)?),
+        (Op::Upsert, Some(document)) => {
+            return plan_live(
+                collection,
+                &event.collection,
+                &event.id,
+                event.version,
+                document,
+            )
+        }
         (Op::Upsert, None) => {
             return Err(DocumentError::new(
                 "document",
@@ -119,6 +127,22 @@ pub fn plan(collection: &Collection, event: &Event) -> Result<Plan, DocumentErro
         id: event.id.clone(),
         version: event.version,
         action,
+    })
+}
+
+/// Plans the upsert of a live document read from the store (a backfill), without an event.
+pub fn plan_live(
+    collection: &Collection,
+    name: &str,
+    id: &str,
+    version: u64,
+    document: &Document,
+) -> Result<Plan, DocumentError> {
+    Ok(Plan {
+        collection: name.to_owned(),
+        id: id.to_owned(),
+        version,
+        action: Action::Upsert(project(collection, id, document)?),
     })
 }
 

@@ -8,13 +8,16 @@
 //! interrupted backfill resumes after it. A cache that lost its keys (FLUSHALL) lost the
 //! checkpoint too, which is right: everything must be filled again.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use cacheflow_shared::cache::redis::{BulkFiller, LiveDocument};
 use cacheflow_shared::cache::{ApplyOutcome, RedisCacheWriter};
-use cacheflow_shared::event::Event;
-use cacheflow_shared::store::DocumentStore;
+use cacheflow_shared::config::Settings;
+use cacheflow_shared::store::{DocumentStore, Versioned};
 use redis::AsyncCommands;
+use tokio::task::JoinHandle;
 
 use super::progress::{Progress, Summary};
 use super::store_pages::{document_id, StorePages};
@@ -27,6 +30,9 @@ pub fn checkpoint_key(prefix: &str, collection: &str) -> String {
     format!("{prefix}cacheflow:backfill:{collection}")
 }
 
+/// Pages written at the same time: two keep both Redis and this process busy.
+const PAGES_IN_FLIGHT: usize = 2;
+
 /// What filling one collection did.
 #[derive(Debug, Clone)]
 pub struct Filled {
@@ -35,6 +41,9 @@ pub struct Filled {
     pub documents: u64,
     /// Documents the store holds that the projections refuse (logged one by one).
     pub rejected: u64,
+    /// Documents written by bulk transactions (entities the cache did not know); the others
+    /// went through the versioned apply script.
+    pub in_bulk: u64,
     /// The id the run resumed after, if it found a checkpoint.
     pub resumed_after: Option<String>,
     /// False when shutdown interrupted it (the checkpoint is kept).
@@ -120,46 +129,58 @@ pub async fn fill(
         options.batch,
         after.clone(),
     );
+    let filler = Arc::new(writer.bulk_filler());
+    let settings = Arc::new(ops.settings.clone());
     let (mut documents, mut rejected) = (0, 0);
     let mut done = already.unwrap_or(0);
+    // Pages being written, oldest first: while Redis writes one, this process plans and
+    // encodes the next. The checkpoint only moves past a page once every page before it is
+    // written too.
+    let mut in_flight: VecDeque<JoinHandle<anyhow::Result<Page>>> = VecDeque::new();
     let result = async {
-        while let Some(page) = pages.next().await {
-            if ops.stopped() {
-                return Ok(false);
+        let mut stopped = false;
+        loop {
+            let next = if in_flight.len() < PAGES_IN_FLIGHT && !stopped {
+                pages.next().await
+            } else {
+                None
+            };
+            if let Some(page) = next {
+                in_flight.push_back(tokio::spawn(write_page(
+                    filler.clone(),
+                    settings.clone(),
+                    collection.to_owned(),
+                    page,
+                )));
+                stopped = ops.stopped();
+                continue;
             }
-            let last = document_id(page.last().expect("pages are not empty")).to_owned();
-            let events: Vec<Event> = page
-                .into_iter()
-                .map(|live| {
-                    let id = document_id(&live).to_owned();
-                    Event::upsert(collection, &id, live.version, live.document)
-                })
-                .collect();
-            let outcomes = retry_transient(&ops.settings, "writing to redis", || {
-                writer.fill_events(&events)
-            })
-            .await?;
-            for (event, outcome) in events.iter().zip(&outcomes) {
-                if let ApplyOutcome::Rejected(err) = outcome {
-                    rejected += 1;
-                    tracing::warn!(collection, id = %event.id, %err, "document skipped");
-                }
-            }
-            let n = events.len() as u64;
-            done += n;
-            documents += n;
+            let Some(oldest) = in_flight.pop_front() else {
+                return anyhow::Ok(!stopped);
+            };
+            let page = oldest
+                .await
+                .map_err(|err| anyhow::anyhow!("writing a page panicked: {err}"))??;
+            done += page.documents;
+            documents += page.documents;
+            rejected += page.rejected;
             let _: () = conn
                 .hset_multiple(
                     checkpoint,
-                    &[("after", last.as_str()), ("done", &done.to_string())],
+                    &[("after", page.last.as_str()), ("done", &done.to_string())],
                 )
                 .await
                 .context("saving the backfill checkpoint")?;
-            progress.advance(n);
+            progress.advance(page.documents);
+            stopped = stopped || ops.stopped();
         }
-        anyhow::Ok(true)
     }
     .await;
+    // After an error, the pages still being written finish (or fail) on their own; nothing
+    // waits for them, and the checkpoint did not move past them.
+    for page in in_flight {
+        page.abort();
+    }
     // Whatever happened, stop the reader before returning.
     let read = pages.finish().await;
     let complete = result?;
@@ -176,8 +197,50 @@ pub async fn fill(
         collection: collection.to_owned(),
         documents,
         rejected,
+        in_bulk: filler.counts().in_bulk,
         resumed_after: after,
         complete,
         summary: progress.finish(),
+    })
+}
+
+/// One page written.
+struct Page {
+    /// Its last id: where a resumed run starts after.
+    last: String,
+    documents: u64,
+    rejected: u64,
+}
+
+async fn write_page(
+    filler: Arc<BulkFiller>,
+    settings: Arc<Settings>,
+    collection: String,
+    page: Vec<Versioned>,
+) -> anyhow::Result<Page> {
+    let last = document_id(page.last().expect("pages are not empty")).to_owned();
+    let live: Vec<LiveDocument<'_>> = page
+        .iter()
+        .map(|versioned| LiveDocument {
+            id: document_id(versioned),
+            version: versioned.version,
+            document: &versioned.document,
+        })
+        .collect();
+    let outcomes = retry_transient(&settings, "writing to redis", || {
+        filler.fill(&collection, &live)
+    })
+    .await?;
+    let mut rejected = 0;
+    for (live, outcome) in live.iter().zip(&outcomes) {
+        if let ApplyOutcome::Rejected(err) = outcome {
+            rejected += 1;
+            tracing::warn!(collection, id = %live.id, %err, "document skipped");
+        }
+    }
+    Ok(Page {
+        last,
+        documents: live.len() as u64,
+        rejected,
     })
 }

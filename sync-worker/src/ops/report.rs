@@ -17,11 +17,13 @@ pub async fn run(ops: &Ops, command: Command) -> anyhow::Result<ExitCode> {
             let report = backfill::run(ops, &args).await?;
             for filled in &report {
                 println!(
-                    "backfill {}: {} documents in {:.1} s ({:.0}/s), {} rejected{}{}",
+                    "backfill {}: {} documents in {:.1} s ({:.0}/s), {} in bulk transactions, \
+                     {} rejected{}{}",
                     filled.collection,
                     filled.documents,
                     filled.summary.elapsed.as_secs_f64(),
                     filled.summary.rate,
+                    filled.in_bulk,
                     filled.rejected,
                     filled
                         .resumed_after

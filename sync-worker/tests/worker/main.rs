@@ -3,6 +3,8 @@
 //! prefix and consumer name. Set `TEST_LOG=1` to see in-process worker logs.
 //!
 //! - `projections`: each projection kind, moves between indexes, deletes, versions, tombstones.
+//! - `bulk_fill`: the backfill's bulk path writes what the versioned apply would, leaves newer
+//!   versions, tombstones and live events alone, refuses only entities whose keys hold another type.
 //! - `dead_letters`: poison events reach the DLQ subject with their reason; the worker moves on.
 //! - `outages`: Redis stopped and restarted under a running worker.
 //! - `processes`: the real binary: SIGKILL mid-run, three workers on one consumer, SIGTERM.
@@ -16,6 +18,7 @@ mod helpers;
 mod process;
 mod state;
 
+mod bulk_fill;
 mod dead_letters;
 mod observability;
 mod ops;

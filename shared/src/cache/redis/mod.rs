@@ -12,6 +12,7 @@
 //! concurrent workers, redeliveries and out-of-order events cannot regress it. Each event is
 //! written to every generation its collection currently has writers for (see [`generations`]).
 
+mod bulk;
 pub mod generations;
 mod geo;
 mod keys;
@@ -26,6 +27,7 @@ use ::redis::{Cmd, RedisResult, Script, ServerErrorKind, Value};
 use async_trait::async_trait;
 use tracing::instrument;
 
+pub use bulk::{unchecked_writes, BulkCounts, BulkFiller, LiveDocument, BULK_RECORDS};
 pub use keys::{glob_escape, KeyLayout};
 
 /// What a read key holds for an entity the store said is absent (a cached miss). Documents are
@@ -39,7 +41,7 @@ pub fn geo_score(lon: f64, lat: f64) -> Option<u64> {
 }
 
 use super::{
-    plan, read_key_template, ApplyOutcome, CacheError, CacheErrorKind, CacheWriter, Fallback,
+    plan, read_key_template, ApplyOutcome, CacheError, CacheErrorKind, CacheWriter, Fallback, Plan,
     StoreState,
 };
 use crate::config::Settings;
@@ -75,6 +77,8 @@ impl RedisWriterOptions {
 
 #[derive(Clone)]
 pub struct RedisCacheWriter {
+    /// For the bulk filler's own connections.
+    client: ::redis::Client,
     conn: ConnectionManager,
     pipeline: Arc<Pipeline>,
     /// The empty generation's layout: the configured key prefix alone.
@@ -107,12 +111,13 @@ impl RedisCacheWriter {
             .set_number_of_retries(1)
             .set_max_delay(options.timeout);
         let conn = within(options.timeout, &context, async {
-            ConnectionManager::new_with_config(client, config)
+            ConnectionManager::new_with_config(client.clone(), config)
                 .await
                 .map_err(|err| CacheError::from_redis(&context, err))
         })
         .await?;
         let writer = Self {
+            client,
             conn,
             pipeline,
             layout: KeyLayout::new(options.key_prefix.clone()),
@@ -253,57 +258,52 @@ impl RedisCacheWriter {
         events: &[Event],
         mode: Mode,
     ) -> Result<Vec<ApplyOutcome>, CacheError> {
-        let mut outcomes: Vec<Option<ApplyOutcome>> = Vec::with_capacity(events.len());
-        let mut plans = Vec::with_capacity(events.len());
-        for event in events {
-            let planned = match self.pipeline.collection(&event.collection) {
-                None => Err(CacheError::unknown_collection(&event.collection)),
-                Some(collection) => plan(collection, event).map_err(CacheError::from),
-            };
-            let planned = planned.and_then(|plan| match script::geo_scores(&plan) {
-                Some(scores) => Ok((plan, scores)),
-                None => Err(CacheError::new(
-                    CacheErrorKind::Poison,
-                    "a location is outside what Redis geo indexes accept",
-                )),
-            });
-            match planned {
-                Ok(planned) => {
-                    plans.push(planned);
-                    outcomes.push(None);
-                }
-                Err(err) => outcomes.push(Some(ApplyOutcome::Rejected(err))),
-            }
+        let planned: Vec<Result<Planned, CacheError>> = events
+            .iter()
+            .map(|event| {
+                let plan = match self.pipeline.collection(&event.collection) {
+                    None => Err(CacheError::unknown_collection(&event.collection)),
+                    Some(collection) => plan(collection, event).map_err(CacheError::from),
+                };
+                with_geo_scores(plan)
+            })
+            .collect();
+        let plans: Vec<&Planned> = planned.iter().filter_map(|p| p.as_ref().ok()).collect();
+        let mut applied = self.apply_plans(&plans, mode).await?.into_iter();
+        // The planned events' outcomes, in order, fill the gaps the rejected ones left.
+        Ok(planned
+            .into_iter()
+            .map(|planned| match planned {
+                Ok(_) => applied.next().expect("one outcome per plan"),
+                Err(err) => ApplyOutcome::Rejected(err),
+            })
+            .collect())
+    }
+
+    /// Applies `plans` through the script, in order, in one call; one outcome per plan.
+    async fn apply_plans(
+        &self,
+        plans: &[&Planned],
+        mode: Mode,
+    ) -> Result<Vec<ApplyOutcome>, CacheError> {
+        if plans.is_empty() {
+            return Ok(Vec::new());
         }
         let mut collections: Vec<&str> = plans.iter().map(|(p, _)| p.collection.as_str()).collect();
         collections.sort_unstable();
         collections.dedup();
-        let applied = if plans.is_empty() {
-            Vec::new()
-        } else {
-            self.execute_all(&collections, |targets, batch| {
-                for (plan, geo_scores) in &plans {
-                    let layouts = self.layouts(&targets[&plan.collection]);
-                    batch.group(layouts.map(|layout| Record::Plan {
-                        plan,
-                        mode,
-                        geo_scores,
-                        layout,
-                    }));
-                }
-            })
-            .await?
-        };
-        let mut applied = applied.into_iter();
-        // The planned events' outcomes, in order, fill the gaps the rejected ones left.
-        Ok(outcomes
-            .into_iter()
-            .map(|outcome| {
-                outcome
-                    .or_else(|| applied.next())
-                    .expect("one outcome per planned event")
-            })
-            .collect())
+        self.execute_all(&collections, |targets, batch| {
+            for (plan, geo_scores) in plans.iter().copied() {
+                let layouts = self.layouts(&targets[&plan.collection]);
+                batch.group(layouts.map(|layout| Record::Plan {
+                    plan,
+                    mode,
+                    geo_scores,
+                    layout,
+                }));
+            }
+        })
+        .await
     }
 
     /// Removes the entries and index memberships of `ids` from every generation `collection` is
@@ -378,6 +378,27 @@ impl RedisCacheWriter {
         }
         .iter()
         .cloned()
+    }
+
+    /// `collection`'s current generations (read again once if the cached view predates the
+    /// pinned generation).
+    async fn targets_of(&self, collection: &str) -> Result<Arc<Targets>, CacheError> {
+        let mut retried = false;
+        loop {
+            let mut conn = self.conn.clone();
+            let targets = within(self.timeout, "reading the cache generations", async {
+                self.generations.targets(&mut conn, &[collection]).await
+            })
+            .await?;
+            match self.check_pin(&targets) {
+                Ok(()) => return Ok(targets[collection].clone()),
+                Err(err) if retried => return Err(err),
+                Err(_) => {
+                    retried = true;
+                    self.generations.forget();
+                }
+            }
+        }
     }
 
     /// A pinned writer's generation must still be written by its collection's writers.
@@ -548,6 +569,21 @@ impl<'a> Batch<'a> {
             }
         }
         firsts
+    }
+}
+
+/// A plan and the `GEOADD` score of each of its geo memberships.
+type Planned = (Plan, Vec<u64>);
+
+/// `plan` with its geo scores, or why it cannot be applied.
+fn with_geo_scores(plan: Result<Plan, CacheError>) -> Result<Planned, CacheError> {
+    let plan = plan?;
+    match script::geo_scores(&plan) {
+        Some(scores) => Ok((plan, scores)),
+        None => Err(CacheError::new(
+            CacheErrorKind::Poison,
+            "a location is outside what Redis geo indexes accept",
+        )),
     }
 }
 

@@ -11,7 +11,7 @@ use ::redis::{Cmd, RedisError, RedisWrite, Script, Value};
 use super::generations::Guard;
 use super::geo;
 use super::keys::KeyLayout;
-use crate::cache::plan::{Action, Fallback, Plan};
+use crate::cache::plan::{Action, Fallback, Plan, Projections};
 use crate::cache::ApplyOutcome;
 
 /// Most records one `EVALSHA` applies. The whole call is atomic, so it blocks every other Redis
@@ -270,12 +270,8 @@ fn write_plan(
                 .arg(p.sorted_sets.len())
                 .arg(p.geos.len())
                 .arg(data);
-            let strings = p.strings.iter().map(|s| s.key.as_str());
-            let entity_keys = sorted(strings.chain(p.hashes.iter().map(|h| h.key.as_str())));
-            let zsets = p.sorted_sets.iter().map(|z| z.key.as_str());
-            let index_keys = sorted(zsets.chain(p.geos.iter().map(|g| g.key.as_str())));
-            write(cmd, |out| layout.write_key_list(out, &entity_keys));
-            write(cmd, |out| layout.write_key_list(out, &index_keys));
+            write_entity_keys(cmd, layout, p);
+            write_index_keys(cmd, layout, p);
             for s in &p.strings {
                 // 0 = no expiry; a configured TTL is at least one second.
                 cmd.arg(&s.value).arg(s.ttl.map_or(0, millis));
@@ -305,6 +301,20 @@ fn write_plan(
     }
 }
 
+/// The JSON list an upsert's meta keeps as `keys`: the full entity keys of `p`, sorted.
+pub(super) fn write_entity_keys(cmd: &mut Cmd, layout: &KeyLayout, p: &Projections) {
+    let strings = p.strings.iter().map(|s| s.key.as_str());
+    let keys = sorted(strings.chain(p.hashes.iter().map(|h| h.key.as_str())));
+    write(cmd, |out| layout.write_key_list(out, &keys));
+}
+
+/// The JSON list an upsert's meta keeps as `idx`: the full index keys of `p`, sorted.
+pub(super) fn write_index_keys(cmd: &mut Cmd, layout: &KeyLayout, p: &Projections) {
+    let zsets = p.sorted_sets.iter().map(|z| z.key.as_str());
+    let keys = sorted(zsets.chain(p.geos.iter().map(|g| g.key.as_str())));
+    write(cmd, |out| layout.write_key_list(out, &keys));
+}
+
 /// The `GEOADD` score of each geo membership of an upsert plan (none for a delete); `None` if a
 /// point is outside what Redis can index (the planner already refuses those).
 pub(super) fn geo_scores(plan: &Plan) -> Option<Vec<u64>> {
@@ -324,7 +334,7 @@ fn sorted<'a>(keys: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
 }
 
 /// At least 1 ms: `PX 0` is an error and a zero TTL is never meant.
-fn millis(ttl: Duration) -> u128 {
+pub(super) fn millis(ttl: Duration) -> u128 {
     ttl.as_millis().max(1)
 }
 
