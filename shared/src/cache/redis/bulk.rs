@@ -1,40 +1,47 @@
-//! Bulk fill: the backfill's fast path for entities a generation does not know yet.
+//! Bulk transactions: the fast path of the versioned apply for batches (the worker's events, the
+//! backfill's documents).
 //!
 //! The apply script checks and writes each record on its own, eight script calls or so per
-//! entity. A backfill into a cold cache meets entities without a meta, for which those checks
-//! decide nothing; written as plain commands they cost Redis a fraction: per entity one `SET`,
-//! one `HSET` per hash and the meta's `HSET`, and per transaction one `DEL` of the hashes and one
-//! variadic `ZADD` per index key (its members sorted by score, which keeps the skiplist walks of
-//! one call close together).
+//! entity, and Redis pays for every call from Lua. Most records of a batch need no decision only
+//! the script can make: an upsert of an entity the cache does not know, or one whose cached
+//! version is older. For those the versions are read first and the writes are plain commands:
+//! per entity the string, the hash (deleted and written again) and the meta; per transaction one
+//! `DEL` and one variadic `ZADD` per index key, its members sorted by score.
 //!
-//! Safety comes from an optimistic transaction per chunk of [`BULK_RECORDS`] entities:
-//! `WATCH` the chunk's metas and the collection's generation keys, check that the generations
-//! are the ones planned with and which metas exist (`EXISTS`), then write the fresh entities in
-//! `MULTI` … `EXEC`. Redis aborts the `EXEC` if any watched key changed meanwhile (a live event
-//! created one of the entities, a rebuild moved the collection to other generations); the
-//! chunk then goes through the apply script like the entities the cache already knew. Either
-//! way each entity ends exactly as the script's populate (`fill`) would leave it; a test
-//! compares the two key by key.
+//! Safety comes from an optimistic transaction per chunk of [`BULK_RECORDS`] records: `WATCH`
+//! the chunk's metas and its collections' generation keys, read the metas (`HMGET`) and check
+//! the generations are the ones planned with, decide each record in Rust exactly as the script
+//! would, then write in `MULTI` … `EXEC`. Redis aborts the `EXEC` if any watched key changed
+//! meanwhile (another worker or the API wrote one of the entities, a rebuild moved a collection
+//! to other generations); the chunk then goes through the script. The script also takes every
+//! delete, every entity that appears more than once in a chunk, and every collection with
+//! several write targets (a rebuild under way). Either way each entity ends exactly as the
+//! script would leave it; the worker's and the backfill's tests compare Redis key by key with the
+//! planner's projection, and a test races live events against bulk fills.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ::redis::aio::MultiplexedConnection;
 use ::redis::{AsyncConnectionConfig, Cmd, RedisResult, RedisWrite, Value};
 
-use super::generations::Guard;
+use super::generations::Targets;
 use super::script::{self, Mode};
 use super::{with_geo_scores, within, KeyLayout, Planned, RedisCacheWriter};
-use crate::cache::plan::{plan_live, Action};
+use crate::cache::plan::{plan_live, Action, Projections};
 use crate::cache::{ApplyOutcome, CacheError, CacheErrorKind};
 use crate::document::Document;
 use crate::pipeline::Pipeline;
 
-/// Entities per transaction. `EXEC` runs the whole transaction at once and blocks every other
-/// Redis client meanwhile: at ~13 µs of Redis time per entity (places: three index
-/// memberships), 256 entities hold it ~3 ms.
+/// Records per transaction. `EXEC` runs the whole transaction at once and blocks every other
+/// Redis client meanwhile: at ~15 µs of Redis time per entity (places: three index
+/// memberships), 256 entities hold it ~4 ms.
 pub const BULK_RECORDS: usize = 256;
+
+/// Batches smaller than this go straight to the script, in one call: a transaction costs an
+/// extra round trip, and small batches (a lightly loaded worker) are latency, not throughput.
+pub(super) const MIN_BULK: usize = 64;
 
 /// A live document as the store holds it.
 #[derive(Debug, Clone, Copy)]
@@ -44,12 +51,48 @@ pub struct LiveDocument<'a> {
     pub document: &'a Document,
 }
 
-/// Fills entities from the store with bulk transactions where it can (see the module's
-/// documentation). Holds its own connections (`WATCH` is per connection): one per call in
-/// flight, kept for the next call, dropped after a failure.
+/// The connections transactions run on (`WATCH` is per connection): one per transaction in
+/// flight, kept for the next one, dropped after a failure (it may be left inside `MULTI`).
+#[derive(Default)]
+pub(super) struct TxConnections {
+    idle: Mutex<Vec<MultiplexedConnection>>,
+}
+
+/// What became of one record of a chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decision {
+    /// Written by the transaction.
+    Written,
+    /// The cache holds this version or a newer one: nothing to write.
+    Stale,
+    /// Left to the script.
+    Script,
+    /// Written by a transaction in which Redis refused a command (a key of another type): the
+    /// script writes it again, populating (the version is already written), and reports it.
+    Refill,
+}
+
+/// What the transaction writes for one record.
+#[derive(Debug)]
+enum Write<'a> {
+    /// The cache has no meta for the entity.
+    Fresh,
+    /// The cache holds an older version (or, populating, this one); `stored` is its meta.
+    Update { stored: StoredMeta<'a> },
+}
+
+#[derive(Debug)]
+struct StoredMeta<'a> {
+    /// `d`: "1" for a tombstone, "0" for a live entity.
+    d: Option<&'a str>,
+    keys: &'a str,
+    idx: &'a str,
+}
+
+/// Fills entities from the store through [`RedisCacheWriter::apply_in_bulk`], counting how
+/// they were written.
 pub struct BulkFiller {
     writer: RedisCacheWriter,
-    idle: Mutex<Vec<MultiplexedConnection>>,
     in_bulk: AtomicU64,
     through_script: AtomicU64,
 }
@@ -57,9 +100,9 @@ pub struct BulkFiller {
 /// How the entities a [`BulkFiller`] handled so far were written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BulkCounts {
-    /// By bulk transactions.
+    /// By bulk transactions (or found stale there).
     pub in_bulk: u64,
-    /// By the apply script (known to the cache, an aborted transaction, a refused key).
+    /// By the apply script.
     pub through_script: u64,
 }
 
@@ -69,20 +112,127 @@ impl RedisCacheWriter {
     pub fn bulk_filler(&self) -> BulkFiller {
         BulkFiller {
             writer: self.clone(),
-            idle: Mutex::new(Vec::new()),
             in_bulk: AtomicU64::new(0),
             through_script: AtomicU64::new(0),
         }
     }
-}
 
-/// Which records a transaction wrote; `None` when the generations changed since planning.
-type Written = Option<Vec<bool>>;
+    /// Applies `plans` in order: each chunk through a transaction where it can, the rest through
+    /// the script. One outcome per plan, and how many were decided in transactions.
+    pub(super) async fn apply_in_bulk(
+        &self,
+        plans: &[&Planned],
+        mode: Mode,
+    ) -> Result<(Vec<ApplyOutcome>, u64), CacheError> {
+        // One chunk after the other, so that each event's outcome is the one applying the batch
+        // in order gives (an entity in two chunks: the second sees the first's version).
+        let mut outcomes = Vec::with_capacity(plans.len());
+        let mut in_bulk = 0;
+        for chunk in plans.chunks(BULK_RECORDS) {
+            let (chunk_outcomes, chunk_in_bulk) = self.apply_chunk(chunk, mode).await?;
+            outcomes.extend(chunk_outcomes);
+            in_bulk += chunk_in_bulk;
+        }
+        Ok((outcomes, in_bulk))
+    }
+
+    async fn apply_chunk(
+        &self,
+        chunk: &[&Planned],
+        mode: Mode,
+    ) -> Result<(Vec<ApplyOutcome>, u64), CacheError> {
+        let decisions = self.decide_in_transaction(chunk, mode).await?;
+        let left = |which: Decision| -> Vec<&Planned> {
+            chunk
+                .iter()
+                .zip(&decisions)
+                .filter(|(_, decision)| **decision == which)
+                .map(|(plan, _)| *plan)
+                .collect()
+        };
+        let (scripted, refilled) = (left(Decision::Script), left(Decision::Refill));
+        let in_bulk = (chunk.len() - scripted.len() - refilled.len()) as u64;
+        let mut scripted = self.apply_plans(&scripted, mode).await?.into_iter();
+        let mut refilled = self.apply_plans(&refilled, Mode::Fill).await?.into_iter();
+        let outcomes = decisions
+            .into_iter()
+            .map(|decision| match decision {
+                Decision::Written => ApplyOutcome::Applied,
+                Decision::Stale => ApplyOutcome::Stale,
+                Decision::Script => scripted.next().expect("one outcome per plan left"),
+                Decision::Refill => refilled.next().expect("one outcome per plan left"),
+            })
+            .collect();
+        Ok((outcomes, in_bulk))
+    }
+
+    /// Runs the chunk's transaction (planning again while the generations change) on a
+    /// connection of its own.
+    async fn decide_in_transaction(
+        &self,
+        plans: &[&Planned],
+        mode: Mode,
+    ) -> Result<Vec<Decision>, CacheError> {
+        let mut conn = self.tx_connection().await?;
+        for _ in 0..super::GENERATION_ATTEMPTS {
+            let mut collections: Vec<&str> =
+                plans.iter().map(|(p, _)| p.collection.as_str()).collect();
+            collections.sort_unstable();
+            collections.dedup();
+            let targets = self.targets_checked(&collections).await?;
+            let decided = within(self.timeout, "applying a bulk transaction", async {
+                transaction(&mut conn, &targets, self.pin.as_ref(), plans, mode)
+                    .await
+                    .map_err(|err| CacheError::from_redis("applying a bulk transaction", err))
+            })
+            .await;
+            match decided {
+                // The connection may be left inside MULTI or with keys watched: not reused.
+                Err(err) => return Err(err),
+                Ok(Some(decisions)) => {
+                    self.tx_connections
+                        .idle
+                        .lock()
+                        .expect("never poisoned")
+                        .push(conn);
+                    return Ok(decisions);
+                }
+                Ok(None) => self.generations.forget(),
+            }
+        }
+        Err(CacheError::new(
+            CacheErrorKind::Unavailable,
+            "the cache generations kept changing while applying",
+        ))
+    }
+
+    async fn tx_connection(&self) -> Result<MultiplexedConnection, CacheError> {
+        if let Some(conn) = self
+            .tx_connections
+            .idle
+            .lock()
+            .expect("never poisoned")
+            .pop()
+        {
+            return Ok(conn);
+        }
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout));
+        within(self.timeout, "connecting to Redis", async {
+            self.client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+                .map_err(|err| CacheError::from_redis("connecting to Redis", err))
+        })
+        .await
+    }
+}
 
 impl BulkFiller {
     /// Writes each document of `collection` at its store version, like
     /// [`RedisCacheWriter::fill_events`]: the same version may be written again, a newer one or
-    /// a tombstone never overwritten. One outcome per document, in order.
+    /// a tombstone never. One outcome per document, in order.
     pub async fn fill(
         &self,
         collection: &str,
@@ -101,10 +251,10 @@ impl BulkFiller {
             })
             .collect();
         let plans: Vec<&Planned> = planned.iter().filter_map(|p| p.as_ref().ok()).collect();
-        let mut outcomes = Vec::with_capacity(plans.len());
-        for chunk in plans.chunks(BULK_RECORDS) {
-            outcomes.extend(self.fill_chunk(collection, chunk).await?);
-        }
+        let (outcomes, in_bulk) = self.writer.apply_in_bulk(&plans, Mode::Fill).await?;
+        self.in_bulk.fetch_add(in_bulk, Ordering::Relaxed);
+        self.through_script
+            .fetch_add(plans.len() as u64 - in_bulk, Ordering::Relaxed);
         let mut outcomes = outcomes.into_iter();
         Ok(planned
             .into_iter()
@@ -115,178 +265,195 @@ impl BulkFiller {
             .collect())
     }
 
-    /// One transaction, then the script for whatever it did not write.
-    async fn fill_chunk(
-        &self,
-        collection: &str,
-        plans: &[&Planned],
-    ) -> Result<Vec<ApplyOutcome>, CacheError> {
-        let written = self.transaction_or_none(collection, plans).await?;
-        let rest: Vec<&Planned> = plans
-            .iter()
-            .zip(&written)
-            .filter(|(_, written)| !**written)
-            .map(|(plan, _)| *plan)
-            .collect();
-        let scripted = rest.len() as u64;
-        let mut rest = self
-            .writer
-            .apply_plans(&rest, Mode::Fill)
-            .await?
-            .into_iter();
-        self.in_bulk
-            .fetch_add(plans.len() as u64 - scripted, Ordering::Relaxed);
-        self.through_script.fetch_add(scripted, Ordering::Relaxed);
-        Ok(written
-            .into_iter()
-            .map(|written| match written {
-                true => ApplyOutcome::Applied,
-                false => rest.next().expect("one outcome per plan left"),
-            })
-            .collect())
-    }
-
-    /// Runs the transaction (planning again while the generations change), on a connection of
-    /// its own; which records it wrote (none when bulk does not apply).
-    async fn transaction_or_none(
-        &self,
-        collection: &str,
-        plans: &[&Planned],
-    ) -> Result<Vec<bool>, CacheError> {
-        let mut ids = HashSet::with_capacity(plans.len());
-        // One entity twice in a chunk would be written twice by one transaction, the later
-        // version not checked against the earlier: the script orders them.
-        if !plans.iter().all(|(plan, _)| ids.insert(plan.id.as_str())) {
-            return Ok(vec![false; plans.len()]);
-        }
-        let mut conn = self.connection().await?;
-        for _ in 0..super::GENERATION_ATTEMPTS {
-            let targets = self.writer.targets_of(collection).await?;
-            let layouts: Vec<Arc<KeyLayout>> = self.writer.layouts(&targets).collect();
-            // Several write targets (a rebuild under way): the script writes each of them.
-            let [layout] = &layouts[..] else {
-                self.idle(conn);
-                return Ok(vec![false; plans.len()]);
-            };
-            let written = within(self.writer.timeout, "bulk-filling a chunk", async {
-                transaction(&mut conn, targets.guard(), layout, plans)
-                    .await
-                    .map_err(|err| CacheError::from_redis("bulk-filling a chunk", err))
-            })
-            .await;
-            match written {
-                // The connection may be left inside MULTI or with keys watched: not reused.
-                Err(err) => return Err(err),
-                Ok(Some(written)) => {
-                    self.idle(conn);
-                    return Ok(written);
-                }
-                Ok(None) => self.writer.generations.forget(),
-            }
-        }
-        Err(CacheError::new(
-            CacheErrorKind::Unavailable,
-            "the cache generations kept changing while bulk-filling",
-        ))
-    }
-
     pub fn counts(&self) -> BulkCounts {
         BulkCounts {
             in_bulk: self.in_bulk.load(Ordering::Relaxed),
             through_script: self.through_script.load(Ordering::Relaxed),
         }
     }
-
-    async fn connection(&self) -> Result<MultiplexedConnection, CacheError> {
-        if let Some(conn) = self.idle.lock().expect("never poisoned").pop() {
-            return Ok(conn);
-        }
-        let timeout = self.writer.timeout;
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout));
-        within(timeout, "connecting to Redis for a bulk fill", async {
-            self.writer
-                .client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await
-                .map_err(|err| CacheError::from_redis("connecting to Redis", err))
-        })
-        .await
-    }
-
-    fn idle(&self, conn: MultiplexedConnection) {
-        self.idle.lock().expect("never poisoned").push(conn);
-    }
 }
 
-/// `WATCH`, check, `MULTI` … `EXEC` (or `UNWATCH`): which records it wrote, or `None` if the
-/// generations are no longer the ones of `guard`.
+/// One record the transaction may write: its plan, its projections and where it is written.
+struct Candidate<'a> {
+    index: usize,
+    plan: &'a Planned,
+    projections: &'a Projections,
+    layout: &'a KeyLayout,
+    meta: String,
+}
+
+/// `WATCH`, read, decide, `MULTI` … `EXEC` (or `UNWATCH`): a decision per record, or `None` if
+/// the generations are no longer the ones of `targets`.
 async fn transaction(
     conn: &mut MultiplexedConnection,
-    guard: Guard<'_>,
-    layout: &KeyLayout,
+    targets: &HashMap<String, Arc<Targets>>,
+    pin: Option<&Arc<KeyLayout>>,
     plans: &[&Planned],
-) -> RedisResult<Written> {
-    let metas: Vec<String> = plans
-        .iter()
-        .map(|(plan, _)| layout.meta(&plan.collection, &plan.id))
-        .collect();
+    mode: Mode,
+) -> RedisResult<Option<Vec<Decision>>> {
+    let mut decisions = vec![Decision::Script; plans.len()];
+    let mut seen = HashMap::with_capacity(plans.len());
+    for (plan, _) in plans {
+        *seen
+            .entry((plan.collection.as_str(), plan.id.as_str()))
+            .or_insert(0_usize) += 1;
+    }
+    let mut candidates = Vec::with_capacity(plans.len());
+    for (index, planned) in plans.iter().copied().enumerate() {
+        let (plan, _) = planned;
+        // An entity twice in a chunk: the script applies its records in order.
+        if seen[&(plan.collection.as_str(), plan.id.as_str())] > 1 {
+            continue;
+        }
+        let Action::Upsert(projections) = &plan.action else {
+            continue;
+        };
+        let layout = match pin {
+            Some(pin) => pin,
+            None => match &targets[&plan.collection].layouts[..] {
+                [layout] => layout,
+                // Several write targets (a rebuild under way): the script writes each.
+                _ => continue,
+            },
+        };
+        candidates.push(Candidate {
+            index,
+            plan: planned,
+            projections,
+            layout,
+            meta: layout.meta(&plan.collection, &plan.id),
+        });
+    }
+    if candidates.is_empty() {
+        return Ok(Some(decisions));
+    }
+
     let mut check = ::redis::pipe();
-    check
-        .cmd("WATCH")
-        .arg(guard.active_key)
-        .arg(guard.writes_key)
-        .arg(&metas)
-        .ignore();
-    check.cmd("GET").arg(guard.active_key);
-    check.cmd("GET").arg(guard.writes_key);
-    check.cmd("EXISTS").arg(&metas);
-    let (active, writes, known): (Option<String>, Option<String>, usize) =
-        check.query_async(conn).await?;
-    if active.as_deref().unwrap_or("") != guard.active
-        || writes.as_deref().unwrap_or("") != guard.writes
-    {
+    let watch = check.cmd("WATCH");
+    for targets in targets.values() {
+        watch
+            .arg(targets.guard().active_key)
+            .arg(targets.guard().writes_key);
+    }
+    for candidate in &candidates {
+        watch.arg(&candidate.meta);
+    }
+    check.ignore();
+    for targets in targets.values() {
+        check.cmd("GET").arg(targets.guard().active_key);
+        check.cmd("GET").arg(targets.guard().writes_key);
+    }
+    for candidate in &candidates {
+        check
+            .cmd("HMGET")
+            .arg(&candidate.meta)
+            .arg(&["v", "d", "keys", "idx"][..]);
+    }
+    // The index keys' types: a key of another type would refuse its ZADD inside the
+    // transaction, after the entity's other writes; the script refuses such an entity before
+    // writing its meta. (Not watched: every writer adds to these keys.)
+    let mut distinct: Vec<(&KeyLayout, &str)> = Vec::new();
+    for c in &candidates {
+        let zsets = c.projections.sorted_sets.iter().map(|z| z.key.as_str());
+        let geos = c.projections.geos.iter().map(|g| g.key.as_str());
+        for key in zsets.chain(geos) {
+            if !distinct
+                .iter()
+                .any(|(l, k)| std::ptr::eq(*l, c.layout) && *k == key)
+            {
+                distinct.push((c.layout, key));
+            }
+        }
+    }
+    let index_keys: Vec<String> = distinct.iter().map(|(l, k)| l.key(k)).collect();
+    for key in &index_keys {
+        check.cmd("TYPE").arg(key);
+    }
+    let replies: Vec<Value> = check.query_async(conn).await?;
+    let (guards, rest) = replies.split_at(2 * targets.len());
+    let (metas, types) = rest.split_at(candidates.len());
+    let refused: Vec<&str> = index_keys
+        .iter()
+        .zip(types)
+        .filter(|(_, kind)| !matches!(text(kind), Some("zset" | "none")))
+        .map(|(key, _)| key.as_str())
+        .collect();
+    let generations_moved = targets
+        .values()
+        .zip(guards.chunks(2))
+        .any(|(targets, got)| {
+            let guard = targets.guard();
+            text(&got[0]).unwrap_or("") != guard.active
+                || text(&got[1]).unwrap_or("") != guard.writes
+        });
+    if generations_moved {
         unwatch(conn).await?;
         return Ok(None);
     }
-    let fresh: Vec<bool> = if known == 0 {
-        vec![true; plans.len()]
-    } else {
-        // Some entities are known: which ones (still watched).
-        let mut each = ::redis::pipe();
-        for meta in &metas {
-            each.cmd("EXISTS").arg(meta);
+
+    let mut writes = Vec::with_capacity(candidates.len());
+    for (candidate, stored) in candidates.iter().zip(metas) {
+        if !refused.is_empty() && writes_refused_key(candidate, &refused) {
+            continue;
         }
-        let exists: Vec<usize> = each.query_async(conn).await?;
-        exists.into_iter().map(|n| n == 0).collect()
-    };
-    if !fresh.contains(&true) {
+        let Value::Array(fields) = stored else {
+            continue;
+        };
+        let [v, d, keys, idx] = &fields[..] else {
+            continue;
+        };
+        let version = candidate.plan.0.version;
+        let write = match text(v) {
+            None => Write::Fresh,
+            Some(stored_version) => {
+                let stored_version: u64 = match stored_version.parse() {
+                    Ok(v) => v,
+                    // Not a meta this pipeline wrote: the script reports it.
+                    Err(_) => continue,
+                };
+                let tombstone = text(d) == Some("1");
+                let refill = mode == Mode::Fill && stored_version == version && !tombstone;
+                if version <= stored_version && !refill {
+                    decisions[candidate.index] = Decision::Stale;
+                    continue;
+                }
+                Write::Update {
+                    stored: StoredMeta {
+                        d: text(d),
+                        keys: text(keys).unwrap_or("[]"),
+                        idx: text(idx).unwrap_or("[]"),
+                    },
+                }
+            }
+        };
+        writes.push((candidate, write));
+    }
+    if writes.is_empty() {
         unwatch(conn).await?;
-        return Ok(Some(fresh));
+        return Ok(Some(decisions));
     }
-    let mut write = ::redis::pipe();
-    write.cmd("MULTI");
-    let writes = fresh_writes(layout, plans, &fresh, &metas);
-    let commands = writes.len();
-    for cmd in writes {
-        write.add_command(cmd);
-    }
-    write.cmd("EXEC");
+
+    let mut tx = ::redis::pipe();
+    tx.cmd("MULTI");
+    let commands = write_commands(&writes, &mut tx);
+    tx.cmd("EXEC");
     // Per-command results: a command Redis refused inside the transaction (WRONGTYPE) is an
     // error in EXEC's array, not a failure of the call.
-    let replies: Vec<Value> = write.ignore_errors().query_async(conn).await?;
-    let exec = replies.into_iter().nth(commands + 1);
-    Ok(Some(match exec {
-        // A watched key changed: nothing was written.
-        Some(Value::Nil) => vec![false; plans.len()],
+    let replies: Vec<Value> = tx.ignore_errors().query_async(conn).await?;
+    match replies.into_iter().nth(commands + 1) {
+        // A watched key changed: nothing was written; the script decides.
+        Some(Value::Nil) => {}
         Some(Value::Array(results)) if results.len() == commands => {
-            if results.iter().any(|r| matches!(r, Value::ServerError(_))) {
-                // Some key holds another type: the script writes these records again (the
-                // same version, so it rewrites them) and reports which it refuses.
-                vec![false; plans.len()]
+            // A key of another type refused a write (its type changed since the check, or an
+            // index the entity leaves): the script writes these records again and reports
+            // the ones it refuses.
+            let decision = if results.iter().any(|r| matches!(r, Value::ServerError(_))) {
+                Decision::Refill
             } else {
-                fresh
+                Decision::Written
+            };
+            for (candidate, _) in &writes {
+                decisions[candidate.index] = decision;
             }
         }
         Some(Value::ServerError(err)) => return Err(err.into()),
@@ -297,7 +464,190 @@ async fn transaction(
                 format!("{other:?}"),
             )))
         }
-    }))
+    }
+    Ok(Some(decisions))
+}
+
+/// Whether one of the candidate's index keys is among `refused`.
+fn writes_refused_key(candidate: &Candidate<'_>, refused: &[&str]) -> bool {
+    let p = candidate.projections;
+    let zsets = p.sorted_sets.iter().map(|z| z.key.as_str());
+    let geos = p.geos.iter().map(|g| g.key.as_str());
+    zsets
+        .chain(geos)
+        .any(|key| refused.contains(&candidate.layout.key(key).as_str()))
+}
+
+fn text(value: &Value) -> Option<&str> {
+    match value {
+        Value::BulkString(bytes) => std::str::from_utf8(bytes).ok(),
+        Value::SimpleString(text) => Some(text),
+        _ => None,
+    }
+}
+
+async fn unwatch(conn: &mut MultiplexedConnection) -> RedisResult<()> {
+    ::redis::cmd("UNWATCH").query_async(conn).await
+}
+
+/// Adds to `tx` the commands that make each entity of `writes` what the script makes it (see
+/// `apply.lua`, an upsert); returns how many.
+fn write_commands<'a>(
+    writes: &'a [(&'a Candidate<'a>, Write<'a>)],
+    tx: &mut ::redis::Pipeline,
+) -> usize {
+    let mut commands = 0;
+    // Hashes are replaced, not merged (a field that left the document leaves the hash); the
+    // entity keys the previous state occupied and this one does not go too.
+    let mut del = Cmd::with_capacity(1 + 2 * writes.len(), 32 * writes.len());
+    del.arg("DEL");
+    let mut deletes = 0;
+    // Every index membership: (index key, sort score, member, score argument); the keys are
+    // few (a handful per chunk), so a list beats a map.
+    let mut keys: Vec<(&KeyLayout, &str)> = Vec::new();
+    let mut members: Vec<(usize, f64, &str, Score)> = Vec::with_capacity(4 * writes.len());
+    let mut key_of = |layout: &'a KeyLayout, key: &'a str| -> usize {
+        match keys
+            .iter()
+            .position(|(l, k)| std::ptr::eq(*l, layout) && *k == key)
+        {
+            Some(n) => n,
+            None => {
+                keys.push((layout, key));
+                keys.len() - 1
+            }
+        }
+    };
+    let mut rest = Vec::with_capacity(3 * writes.len());
+    // The meta's two key lists of the record at hand.
+    let mut lists: Vec<u8> = Vec::with_capacity(256);
+    for (candidate, write) in writes {
+        let (plan, geo_scores) = candidate.plan;
+        let (p, layout) = (candidate.projections, candidate.layout);
+        lists.clear();
+        script::write_entity_keys(&mut lists, layout, p);
+        let split = lists.len();
+        script::write_index_keys(&mut lists, layout, p);
+        let (entity_keys, index_keys) = lists.split_at(split);
+        let mut same_lists = false;
+        if let Write::Update { stored } = write {
+            same_lists =
+                stored.keys.as_bytes() == entity_keys && stored.idx.as_bytes() == index_keys;
+            if !same_lists {
+                let left = |stored: &str, now: &[u8]| -> Vec<String> {
+                    let now: Vec<String> = serde_json::from_slice(now).unwrap_or_default();
+                    let stored: Vec<String> = serde_json::from_str(stored).unwrap_or_default();
+                    stored
+                        .into_iter()
+                        .filter(|key| !now.contains(key))
+                        .collect()
+                };
+                for key in left(stored.keys, entity_keys) {
+                    del.arg(key);
+                    deletes += 1;
+                }
+                for key in left(stored.idx, index_keys) {
+                    let mut zrem = ::redis::cmd("ZREM");
+                    zrem.arg(key).arg(&plan.id);
+                    rest.push(zrem);
+                }
+            }
+        }
+        for s in &p.strings {
+            let mut set = Cmd::with_capacity(5, s.value.len() + 64);
+            set.arg("SET");
+            full_key(&mut set, layout, &s.key);
+            set.arg(&s.value);
+            if let Some(ttl) = s.ttl {
+                set.arg("PX").arg(script::millis(ttl));
+            }
+            rest.push(set);
+        }
+        for h in &p.hashes {
+            full_key(&mut del, layout, &h.key);
+            deletes += 1;
+            if !h.fields.is_empty() {
+                let mut hset = Cmd::with_capacity(2 + 2 * h.fields.len(), 256);
+                hset.arg("HSET");
+                full_key(&mut hset, layout, &h.key);
+                for (field, value) in &h.fields {
+                    hset.arg(field).arg(value);
+                }
+                rest.push(hset);
+            }
+        }
+        for z in &p.sorted_sets {
+            let key = key_of(layout, &z.key);
+            members.push((key, z.score, &plan.id, Score::Float(z.score)));
+        }
+        for (g, score) in p.geos.iter().zip(geo_scores) {
+            let key = key_of(layout, &g.key);
+            members.push((key, *score as f64, &plan.id, Score::Geo(*score)));
+        }
+        let mut meta = Cmd::with_capacity(10, 256);
+        meta.arg("HSET")
+            .arg(&candidate.meta)
+            .arg("v")
+            .arg(plan.version);
+        let d = match write {
+            Write::Fresh => None,
+            Write::Update { stored } => stored.d,
+        };
+        let tombstone = d == Some("1");
+        // As the script: only the version changes when the lists are the same and the entity
+        // was live.
+        if !(same_lists && d == Some("0")) {
+            meta.arg("d").arg("0");
+            meta.arg("keys").arg(entity_keys).arg("idx").arg(index_keys);
+        }
+        rest.push(meta);
+        // An upsert newer than a tombstone brings the entity back: its meta must not expire.
+        if tombstone {
+            let mut persist = ::redis::cmd("PERSIST");
+            persist.arg(&candidate.meta);
+            rest.push(persist);
+        }
+    }
+    if deletes > 0 {
+        tx.add_command(del);
+        commands += 1;
+    }
+    commands += rest.len();
+    for cmd in rest {
+        tx.add_command(cmd);
+    }
+    members.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    for group in members.chunk_by(|a, b| a.0 == b.0) {
+        let (layout, key) = keys[group[0].0];
+        let mut zadd = Cmd::with_capacity(2 + 2 * group.len(), 40 * group.len());
+        zadd.arg("ZADD");
+        full_key(&mut zadd, layout, key);
+        for (_, _, member, score) in group {
+            match score {
+                Score::Float(score) => zadd.arg(*score),
+                Score::Geo(score) => zadd.arg(*score),
+            };
+            zadd.arg(*member);
+        }
+        tx.add_command(zadd);
+        commands += 1;
+    }
+    commands
+}
+
+/// Appends `layout.key(key)` as the command's next argument, without a string of its own.
+fn full_key(cmd: &mut Cmd, layout: &KeyLayout, key: &str) {
+    layout
+        .write_key(&mut cmd.writer_for_next_arg(), key)
+        .expect("writing to memory cannot fail");
+}
+
+/// A membership's score argument, written as the script writes it.
+#[derive(Debug, Clone, Copy)]
+enum Score {
+    Float(f64),
+    /// The integer `GEOADD` would pass to `ZADD`.
+    Geo(u64),
 }
 
 /// The commands a bulk transaction writes `documents` with when the cache knows none of them,
@@ -320,115 +670,23 @@ pub fn unchecked_writes(
             with_geo_scores(plan.map_err(CacheError::from)).ok()
         })
         .collect();
-    let plans: Vec<&Planned> = planned.iter().collect();
-    let metas: Vec<String> = plans
+    let candidates: Vec<Candidate<'_>> = planned
         .iter()
-        .map(|(plan, _)| layout.meta(collection, &plan.id))
+        .enumerate()
+        .filter_map(|(index, planned)| match &planned.0.action {
+            Action::Upsert(projections) => Some(Candidate {
+                index,
+                plan: planned,
+                projections,
+                layout,
+                meta: layout.meta(collection, &planned.0.id),
+            }),
+            Action::Delete { .. } => None,
+        })
         .collect();
-    Ok(fresh_writes(
-        layout,
-        &plans,
-        &vec![true; plans.len()],
-        &metas,
-    ))
-}
-
-async fn unwatch(conn: &mut MultiplexedConnection) -> RedisResult<()> {
-    ::redis::cmd("UNWATCH").query_async(conn).await
-}
-
-/// The commands writing the fresh records: exactly what the script writes for an upsert of an
-/// entity without a meta (see `apply.lua`).
-fn fresh_writes(
-    layout: &KeyLayout,
-    plans: &[&Planned],
-    fresh: &[bool],
-    metas: &[String],
-) -> Vec<Cmd> {
-    let mut commands = Vec::with_capacity(3 * plans.len() + 8);
-    // The hashes first: a hash left over without a meta must not keep stray fields.
-    let mut del = Cmd::with_capacity(1 + plans.len(), 32 * plans.len());
-    del.arg("DEL");
-    let mut any_hash = false;
-    // (key, sort score, member, score argument) for every index membership; keys without the
-    // layout's prefix, written with it.
-    let mut members: Vec<(&str, f64, &str, Score)> = Vec::with_capacity(4 * plans.len());
-    let key = |cmd: &mut Cmd, key: &str| {
-        layout
-            .write_key(&mut cmd.writer_for_next_arg(), key)
-            .expect("writing to memory cannot fail")
-    };
-    for (((plan, geo_scores), _), meta) in plans
-        .iter()
-        .copied()
-        .zip(fresh)
-        .zip(metas)
-        .filter(|(((_, _), fresh), _)| **fresh)
-    {
-        let Action::Upsert(p) = &plan.action else {
-            unreachable!("a live document plans an upsert")
-        };
-        for s in &p.strings {
-            let mut set = Cmd::with_capacity(5, s.value.len() + 64);
-            set.arg("SET");
-            key(&mut set, &s.key);
-            set.arg(&s.value);
-            if let Some(ttl) = s.ttl {
-                set.arg("PX").arg(script::millis(ttl));
-            }
-            commands.push(set);
-        }
-        for h in &p.hashes {
-            key(&mut del, &h.key);
-            any_hash = true;
-            if !h.fields.is_empty() {
-                let mut hset = Cmd::with_capacity(2 + 2 * h.fields.len(), 256);
-                hset.arg("HSET");
-                key(&mut hset, &h.key);
-                for (field, value) in &h.fields {
-                    hset.arg(field).arg(value);
-                }
-                commands.push(hset);
-            }
-        }
-        for z in &p.sorted_sets {
-            members.push((&z.key, z.score, &plan.id, Score::Float(z.score)));
-        }
-        for (g, score) in p.geos.iter().zip(geo_scores) {
-            members.push((&g.key, *score as f64, &plan.id, Score::Geo(*score)));
-        }
-        let mut hset = Cmd::with_capacity(10, 256);
-        hset.arg("HSET").arg(meta).arg("v").arg(plan.version);
-        hset.arg("d").arg("0").arg("keys");
-        script::write_entity_keys(&mut hset, layout, p);
-        hset.arg("idx");
-        script::write_index_keys(&mut hset, layout, p);
-        commands.push(hset);
-    }
-    if any_hash {
-        commands.insert(0, del);
-    }
-    members.sort_by(|a, b| a.0.cmp(b.0).then(a.1.total_cmp(&b.1)));
-    for group in members.chunk_by(|a, b| a.0 == b.0) {
-        let mut zadd = Cmd::with_capacity(2 + 2 * group.len(), 40 * group.len());
-        zadd.arg("ZADD");
-        key(&mut zadd, group[0].0);
-        for (_, _, member, score) in group {
-            match score {
-                Score::Float(score) => zadd.arg(*score),
-                Score::Geo(score) => zadd.arg(*score),
-            };
-            zadd.arg(*member);
-        }
-        commands.push(zadd);
-    }
-    commands
-}
-
-/// A membership's score argument, written as the script writes it.
-#[derive(Debug, Clone, Copy)]
-enum Score {
-    Float(f64),
-    /// The integer `GEOADD` would pass to `ZADD`.
-    Geo(u64),
+    let writes: Vec<(&Candidate<'_>, Write<'_>)> =
+        candidates.iter().map(|c| (c, Write::Fresh)).collect();
+    let mut pipe = ::redis::pipe();
+    write_commands(&writes, &mut pipe);
+    Ok(pipe.cmd_iter().cloned().collect())
 }

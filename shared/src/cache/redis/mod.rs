@@ -28,6 +28,7 @@ use async_trait::async_trait;
 use tracing::instrument;
 
 pub use bulk::{unchecked_writes, BulkCounts, BulkFiller, LiveDocument, BULK_RECORDS};
+use bulk::{TxConnections, MIN_BULK};
 pub use keys::{glob_escape, KeyLayout};
 
 /// What a read key holds for an entity the store said is absent (a cached miss). Documents are
@@ -77,8 +78,9 @@ impl RedisWriterOptions {
 
 #[derive(Clone)]
 pub struct RedisCacheWriter {
-    /// For the bulk filler's own connections.
+    /// For the bulk transactions' own connections.
     client: ::redis::Client,
+    tx_connections: Arc<TxConnections>,
     conn: ConnectionManager,
     pipeline: Arc<Pipeline>,
     /// The empty generation's layout: the configured key prefix alone.
@@ -118,6 +120,7 @@ impl RedisCacheWriter {
         .await?;
         let writer = Self {
             client,
+            tx_connections: Arc::default(),
             conn,
             pipeline,
             layout: KeyLayout::new(options.key_prefix.clone()),
@@ -269,7 +272,12 @@ impl RedisCacheWriter {
             })
             .collect();
         let plans: Vec<&Planned> = planned.iter().filter_map(|p| p.as_ref().ok()).collect();
-        let mut applied = self.apply_plans(&plans, mode).await?.into_iter();
+        let applied = if plans.len() >= MIN_BULK {
+            self.apply_in_bulk(&plans, mode).await?.0
+        } else {
+            self.apply_plans(&plans, mode).await?
+        };
+        let mut applied = applied.into_iter();
         // The planned events' outcomes, in order, fill the gaps the rejected ones left.
         Ok(planned
             .into_iter()
@@ -380,18 +388,21 @@ impl RedisCacheWriter {
         .cloned()
     }
 
-    /// `collection`'s current generations (read again once if the cached view predates the
-    /// pinned generation).
-    async fn targets_of(&self, collection: &str) -> Result<Arc<Targets>, CacheError> {
+    /// The current generations of `collections`, checked against the pin (read again once if
+    /// the cached view predates the pinned generation).
+    async fn targets_checked(
+        &self,
+        collections: &[&str],
+    ) -> Result<HashMap<String, Arc<Targets>>, CacheError> {
         let mut retried = false;
         loop {
             let mut conn = self.conn.clone();
             let targets = within(self.timeout, "reading the cache generations", async {
-                self.generations.targets(&mut conn, &[collection]).await
+                self.generations.targets(&mut conn, collections).await
             })
             .await?;
             match self.check_pin(&targets) {
-                Ok(()) => return Ok(targets[collection].clone()),
+                Ok(()) => return Ok(targets),
                 Err(err) if retried => return Err(err),
                 Err(_) => {
                     retried = true;
@@ -435,20 +446,8 @@ impl RedisCacheWriter {
         collections: &[&str],
         build: impl Fn(&HashMap<String, Arc<Targets>>, &mut Batch<'a>),
     ) -> Result<Vec<ApplyOutcome>, CacheError> {
-        for attempt in 0..GENERATION_ATTEMPTS {
-            let mut conn = self.conn.clone();
-            let targets = within(self.timeout, "reading the cache generations", async {
-                self.generations.targets(&mut conn, collections).await
-            })
-            .await?;
-            if let Err(err) = self.check_pin(&targets) {
-                // The cached view may predate the pinned generation: read it again once.
-                if attempt > 0 {
-                    return Err(err);
-                }
-                self.generations.forget();
-                continue;
-            }
+        for _ in 0..GENERATION_ATTEMPTS {
+            let targets = self.targets_checked(collections).await?;
             let mut batch = Batch::default();
             build(&targets, &mut batch);
             if let Some(outcomes) = self.execute(&targets, &batch.records).await? {

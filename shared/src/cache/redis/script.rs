@@ -270,8 +270,8 @@ fn write_plan(
                 .arg(p.sorted_sets.len())
                 .arg(p.geos.len())
                 .arg(data);
-            write_entity_keys(cmd, layout, p);
-            write_index_keys(cmd, layout, p);
+            write_entity_keys(&mut cmd.writer_for_next_arg(), layout, p);
+            write_index_keys(&mut cmd.writer_for_next_arg(), layout, p);
             for s in &p.strings {
                 // 0 = no expiry; a configured TTL is at least one second.
                 cmd.arg(&s.value).arg(s.ttl.map_or(0, millis));
@@ -302,17 +302,21 @@ fn write_plan(
 }
 
 /// The JSON list an upsert's meta keeps as `keys`: the full entity keys of `p`, sorted.
-pub(super) fn write_entity_keys(cmd: &mut Cmd, layout: &KeyLayout, p: &Projections) {
+pub(super) fn write_entity_keys(out: &mut dyn Write, layout: &KeyLayout, p: &Projections) {
     let strings = p.strings.iter().map(|s| s.key.as_str());
     let keys = sorted(strings.chain(p.hashes.iter().map(|h| h.key.as_str())));
-    write(cmd, |out| layout.write_key_list(out, &keys));
+    layout
+        .write_key_list(out, &keys)
+        .expect("writing to memory cannot fail");
 }
 
 /// The JSON list an upsert's meta keeps as `idx`: the full index keys of `p`, sorted.
-pub(super) fn write_index_keys(cmd: &mut Cmd, layout: &KeyLayout, p: &Projections) {
+pub(super) fn write_index_keys(out: &mut dyn Write, layout: &KeyLayout, p: &Projections) {
     let zsets = p.sorted_sets.iter().map(|z| z.key.as_str());
     let keys = sorted(zsets.chain(p.geos.iter().map(|g| g.key.as_str())));
-    write(cmd, |out| layout.write_key_list(out, &keys));
+    layout
+        .write_key_list(out, &keys)
+        .expect("writing to memory cannot fail");
 }
 
 /// The `GEOADD` score of each geo membership of an upsert plan (none for a delete); `None` if a
