@@ -343,11 +343,16 @@ async fn transaction(
         check.cmd("GET").arg(targets.guard().active_key);
         check.cmd("GET").arg(targets.guard().writes_key);
     }
-    for candidate in &candidates {
-        check
-            .cmd("HMGET")
-            .arg(&candidate.meta)
-            .arg(&["v", "d", "keys", "idx"][..]);
+    // A backfill mostly meets entities the cache does not know: one EXISTS tells, and only if
+    // some are known are their metas read (still watched). Events mostly update known ones.
+    let probe = mode == Mode::Fill;
+    if probe {
+        let exists = check.cmd("EXISTS");
+        for candidate in &candidates {
+            exists.arg(&candidate.meta);
+        }
+    } else {
+        read_metas(&mut check, &candidates);
     }
     // The index keys' types: a key of another type would refuse its ZADD inside the
     // transaction, after the entity's other writes; the script refuses such an entity before
@@ -369,9 +374,20 @@ async fn transaction(
     for key in &index_keys {
         check.cmd("TYPE").arg(key);
     }
-    let replies: Vec<Value> = check.query_async(conn).await?;
-    let (guards, rest) = replies.split_at(2 * targets.len());
-    let (metas, types) = rest.split_at(candidates.len());
+    let mut replies: Vec<Value> = check.query_async(conn).await?;
+    let mut metas = replies.split_off(2 * targets.len());
+    let types = metas.split_off(if probe { 1 } else { candidates.len() });
+    let guards = replies;
+    if probe {
+        metas = match metas.first() {
+            Some(Value::Int(0)) => vec![Value::Array(vec![Value::Nil; 4]); candidates.len()],
+            _ => {
+                let mut read = ::redis::pipe();
+                read_metas(&mut read, &candidates);
+                read.query_async(conn).await?
+            }
+        };
+    }
     let refused: Vec<&str> = index_keys
         .iter()
         .zip(types)
@@ -392,7 +408,7 @@ async fn transaction(
     }
 
     let mut writes = Vec::with_capacity(candidates.len());
-    for (candidate, stored) in candidates.iter().zip(metas) {
+    for (candidate, stored) in candidates.iter().zip(&metas) {
         if !refused.is_empty() && writes_refused_key(candidate, &refused) {
             continue;
         }
@@ -466,6 +482,15 @@ async fn transaction(
         }
     }
     Ok(Some(decisions))
+}
+
+/// `HMGET` of each candidate's meta: its version, tombstone flag and key lists.
+fn read_metas(pipe: &mut ::redis::Pipeline, candidates: &[Candidate<'_>]) {
+    for candidate in candidates {
+        pipe.cmd("HMGET")
+            .arg(&candidate.meta)
+            .arg(&["v", "d", "keys", "idx"][..]);
+    }
 }
 
 /// Whether one of the candidate's index keys is among `refused`.
