@@ -519,8 +519,8 @@ file. Settings (durations, users, rates) are environment variables listed at the
   errors are counted separately. Throughput is successful answers per second of the run.
 - **Sync lag** is, per write, the time from the moment the API's answer (the acknowledgement) is
   fully received to the moment Redis signals the `SET` of the document key (a key-event
-  notification on a dedicated connection; the worker's Lua apply is atomic, so that is when the new
-  version became visible). Each write is a new version of a seeded place whose rating and category
+  notification on a dedicated connection; the worker's apply is atomic, a script call or a
+  `MULTI`/`EXEC` transaction, so that is when the new version became visible). Each write is a new version of a seeded place whose rating and category
   change, so sorted-set and category memberships move too.
 - The **cold-miss storm** opens N connections, then sends one GET of the same cold key on each at
   once; the store reads are the increase of `cacheflow_store_operation_duration_seconds_count{op="get"}`

@@ -28,7 +28,7 @@ use ::redis::{AsyncConnectionConfig, Cmd, RedisResult, RedisWrite, Value};
 
 use super::generations::Targets;
 use super::script::{self, Mode};
-use super::{with_geo_scores, within, KeyLayout, Planned, RedisCacheWriter};
+use super::{merge_outcomes, with_geo_scores, within, KeyLayout, Planned, RedisCacheWriter};
 use crate::cache::plan::{plan_live, Action, Projections};
 use crate::cache::{ApplyOutcome, CacheError, CacheErrorKind};
 use crate::document::Document;
@@ -255,14 +255,7 @@ impl BulkFiller {
         self.in_bulk.fetch_add(in_bulk, Ordering::Relaxed);
         self.through_script
             .fetch_add(plans.len() as u64 - in_bulk, Ordering::Relaxed);
-        let mut outcomes = outcomes.into_iter();
-        Ok(planned
-            .into_iter()
-            .map(|planned| match planned {
-                Ok(_) => outcomes.next().expect("one outcome per plan"),
-                Err(err) => ApplyOutcome::Rejected(err),
-            })
-            .collect())
+        Ok(merge_outcomes(planned, outcomes))
     }
 
     pub fn counts(&self) -> BulkCounts {

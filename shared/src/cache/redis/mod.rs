@@ -277,15 +277,7 @@ impl RedisCacheWriter {
         } else {
             self.apply_plans(&plans, mode).await?
         };
-        let mut applied = applied.into_iter();
-        // The planned events' outcomes, in order, fill the gaps the rejected ones left.
-        Ok(planned
-            .into_iter()
-            .map(|planned| match planned {
-                Ok(_) => applied.next().expect("one outcome per plan"),
-                Err(err) => ApplyOutcome::Rejected(err),
-            })
-            .collect())
+        Ok(merge_outcomes(planned, applied))
     }
 
     /// Applies `plans` through the script, in order, in one call; one outcome per plan.
@@ -573,6 +565,22 @@ impl<'a> Batch<'a> {
 
 /// A plan and the `GEOADD` score of each of its geo memberships.
 type Planned = (Plan, Vec<u64>);
+
+/// One outcome per record planned: `applied` (one per plan, in order) fills the gaps the records
+/// that could not be planned leave as rejected.
+fn merge_outcomes(
+    planned: Vec<Result<Planned, CacheError>>,
+    applied: Vec<ApplyOutcome>,
+) -> Vec<ApplyOutcome> {
+    let mut applied = applied.into_iter();
+    planned
+        .into_iter()
+        .map(|planned| match planned {
+            Ok(_) => applied.next().expect("one outcome per plan"),
+            Err(err) => ApplyOutcome::Rejected(err),
+        })
+        .collect()
+}
 
 /// `plan` with its geo scores, or why it cannot be applied.
 fn with_geo_scores(plan: Result<Plan, CacheError>) -> Result<Planned, CacheError> {

@@ -304,18 +304,26 @@ fn write_plan(
 /// The JSON list an upsert's meta keeps as `keys`: the full entity keys of `p`, sorted.
 pub(super) fn write_entity_keys(out: &mut dyn Write, layout: &KeyLayout, p: &Projections) {
     let strings = p.strings.iter().map(|s| s.key.as_str());
-    let keys = sorted(strings.chain(p.hashes.iter().map(|h| h.key.as_str())));
-    layout
-        .write_key_list(out, &keys)
-        .expect("writing to memory cannot fail");
+    write_sorted(
+        out,
+        layout,
+        strings.chain(p.hashes.iter().map(|h| h.key.as_str())),
+    );
 }
 
 /// The JSON list an upsert's meta keeps as `idx`: the full index keys of `p`, sorted.
 pub(super) fn write_index_keys(out: &mut dyn Write, layout: &KeyLayout, p: &Projections) {
     let zsets = p.sorted_sets.iter().map(|z| z.key.as_str());
-    let keys = sorted(zsets.chain(p.geos.iter().map(|g| g.key.as_str())));
+    write_sorted(
+        out,
+        layout,
+        zsets.chain(p.geos.iter().map(|g| g.key.as_str())),
+    );
+}
+
+fn write_sorted<'a>(out: &mut dyn Write, layout: &KeyLayout, keys: impl Iterator<Item = &'a str>) {
     layout
-        .write_key_list(out, &keys)
+        .write_key_list(out, &sorted(keys))
         .expect("writing to memory cannot fail");
 }
 
