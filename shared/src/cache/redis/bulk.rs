@@ -509,7 +509,8 @@ async fn unwatch(conn: &mut MultiplexedConnection) -> RedisResult<()> {
 }
 
 /// Adds to `tx` the commands that make each entity of `writes` what the script makes it (see
-/// `apply.lua`, an upsert); returns how many.
+/// `apply.lua`, an upsert); returns how many. (`MSET` and `SET` leave the same string: a value
+/// without expiry.)
 fn write_commands<'a>(
     writes: &'a [(&'a Candidate<'a>, Write<'a>)],
     tx: &mut ::redis::Pipeline,
@@ -536,6 +537,9 @@ fn write_commands<'a>(
             }
         }
     };
+    let mut mset = Cmd::with_capacity(1 + 2 * writes.len(), 320 * writes.len());
+    mset.arg("MSET");
+    let mut strings = 0;
     let mut rest = Vec::with_capacity(3 * writes.len());
     // The meta's two key lists of the record at hand.
     let mut lists: Vec<u8> = Vec::with_capacity(256);
@@ -572,14 +576,21 @@ fn write_commands<'a>(
             }
         }
         for s in &p.strings {
-            let mut set = Cmd::with_capacity(5, s.value.len() + 64);
-            set.arg("SET");
-            full_key(&mut set, layout, &s.key);
-            set.arg(&s.value);
-            if let Some(ttl) = s.ttl {
-                set.arg("PX").arg(script::millis(ttl));
+            match s.ttl {
+                // Strings that never expire: one MSET for the whole transaction.
+                None => {
+                    full_key(&mut mset, layout, &s.key);
+                    mset.arg(&s.value);
+                    strings += 1;
+                }
+                Some(ttl) => {
+                    let mut set = Cmd::with_capacity(5, s.value.len() + 64);
+                    set.arg("SET");
+                    full_key(&mut set, layout, &s.key);
+                    set.arg(&s.value).arg("PX").arg(script::millis(ttl));
+                    rest.push(set);
+                }
             }
-            rest.push(set);
         }
         for h in &p.hashes {
             full_key(&mut del, layout, &h.key);
@@ -628,6 +639,10 @@ fn write_commands<'a>(
     }
     if deletes > 0 {
         tx.add_command(del);
+        commands += 1;
+    }
+    if strings > 0 {
+        tx.add_command(mset);
         commands += 1;
     }
     commands += rest.len();
@@ -707,4 +722,95 @@ pub fn unchecked_writes(
     let mut pipe = ::redis::pipe();
     write_commands(&writes, &mut pipe);
     Ok(pipe.cmd_iter().cloned().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// The arguments of every command, as text.
+    fn commands(cmds: &[Cmd]) -> Vec<Vec<String>> {
+        cmds.iter()
+            .map(|cmd| {
+                cmd.args_iter()
+                    .map(|arg| match arg {
+                        ::redis::Arg::Simple(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+                        _ => "<other>".to_owned(),
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn strings_without_expiry_share_one_mset_and_expiring_ones_keep_their_ttl() {
+        let pipeline = Pipeline::from_toml(
+            r#"
+            [collections.items.fields]
+            rank = "number"
+            [collections.items.projections.doc]
+            kind = "string"
+            key = "item:{id}"
+            [collections.items.projections.short]
+            kind = "string"
+            key = "item:{id}:short"
+            ttl_seconds = 60
+            [collections.items.projections.by_rank]
+            kind = "sorted_set"
+            key = "items:rank"
+            score = "rank"
+            "#,
+        )
+        .expect("a valid pipeline");
+        let docs: Vec<(String, Document)> = [("b", 2.5), ("a", 1.5)]
+            .iter()
+            .map(|(id, rank)| {
+                let doc = json!({"id": id, "version": 3, "rank": rank});
+                (id.to_string(), doc.as_object().unwrap().clone())
+            })
+            .collect();
+        let live: Vec<LiveDocument<'_>> = docs
+            .iter()
+            .map(|(id, document)| LiveDocument {
+                id,
+                version: 3,
+                document,
+            })
+            .collect();
+        let layout = KeyLayout::new("g1:");
+        let cmds = commands(&unchecked_writes(&pipeline, "items", &layout, &live).unwrap());
+
+        let mset = cmds.iter().find(|c| c[0] == "MSET").expect("one MSET");
+        assert_eq!(mset.len(), 5, "{mset:?}");
+        assert_eq!((&mset[1][..], &mset[3][..]), ("g1:item:b", "g1:item:a"));
+        let sets: Vec<&Vec<String>> = cmds.iter().filter(|c| c[0] == "SET").collect();
+        assert_eq!(sets.len(), 2);
+        for set in sets {
+            assert!(set[1].ends_with(":short"), "{set:?}");
+            assert_eq!(&set[3..], ["PX", "60000"]);
+        }
+        // One ZADD for the index, members in score order.
+        let zadd = cmds.iter().find(|c| c[0] == "ZADD").expect("one ZADD");
+        assert_eq!(zadd[1..], ["g1:items:rank", "1.5", "a", "2.5", "b"]);
+        // The metas: version, live, and both key lists.
+        let meta = cmds
+            .iter()
+            .find(|c| c[0] == "HSET" && c[1] == "g1:cacheflow:meta:items:a")
+            .expect("a's meta");
+        assert_eq!(
+            meta[2..],
+            [
+                "v",
+                "3",
+                "d",
+                "0",
+                "keys",
+                r#"["g1:item:a","g1:item:a:short"]"#,
+                "idx",
+                r#"["g1:items:rank"]"#
+            ]
+        );
+    }
 }
