@@ -173,15 +173,14 @@ impl RedisCacheWriter {
         plans: &[&Planned],
         mode: Mode,
     ) -> Result<Vec<Decision>, CacheError> {
+        let mut collections: Vec<&str> = plans.iter().map(|(p, _)| p.collection.as_str()).collect();
+        collections.sort_unstable();
+        collections.dedup();
         let mut conn = self.tx_connection().await?;
         for _ in 0..super::GENERATION_ATTEMPTS {
-            let mut collections: Vec<&str> =
-                plans.iter().map(|(p, _)| p.collection.as_str()).collect();
-            collections.sort_unstable();
-            collections.dedup();
             let targets = self.targets_checked(&collections).await?;
             let decided = within(self.timeout, "applying a bulk transaction", async {
-                transaction(&mut conn, &targets, self.pin.as_ref(), plans, mode)
+                transaction(&mut conn, &targets, |t| self.write_layouts(t), plans, mode)
                     .await
                     .map_err(|err| CacheError::from_redis("applying a bulk transaction", err))
             })
@@ -277,11 +276,11 @@ struct Candidate<'a> {
 
 /// `WATCH`, read, decide, `MULTI` … `EXEC` (or `UNWATCH`): a decision per record, or `None` if
 /// the generations are no longer the ones of `targets`.
-async fn transaction(
+async fn transaction<'a>(
     conn: &mut MultiplexedConnection,
-    targets: &HashMap<String, Arc<Targets>>,
-    pin: Option<&Arc<KeyLayout>>,
-    plans: &[&Planned],
+    targets: &'a HashMap<String, Arc<Targets>>,
+    write_layouts: impl Fn(&'a Targets) -> &'a [Arc<KeyLayout>],
+    plans: &[&'a Planned],
     mode: Mode,
 ) -> RedisResult<Option<Vec<Decision>>> {
     let mut decisions = vec![Decision::Script; plans.len()];
@@ -301,13 +300,9 @@ async fn transaction(
         let Action::Upsert(projections) = &plan.action else {
             continue;
         };
-        let layout = match pin {
-            Some(pin) => pin,
-            None => match &targets[&plan.collection].layouts[..] {
-                [layout] => layout,
-                // Several write targets (a rebuild under way): the script writes each.
-                _ => continue,
-            },
+        // Several write targets (a rebuild under way): the script writes each.
+        let [layout] = write_layouts(&targets[&plan.collection]) else {
+            continue;
         };
         candidates.push(Candidate {
             index,

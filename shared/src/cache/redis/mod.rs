@@ -5,6 +5,10 @@
 //! - `script`: the Lua script (`apply.lua`) and how plans become its `EVALSHA` arguments.
 //! - `geo`: the score `GEOADD` would give a point, so the script writes geo members with `ZADD`.
 //!
+//! - `bulk`: batches of [`MIN_BULK`] records or more first try optimistic `WATCH`/`MULTI`/`EXEC`
+//!   transactions that decide each record as the script would and write it with plain commands;
+//!   what they cannot decide or write goes through the script.
+//!
 //! A batch is planned in Rust, then sent as one pipeline of `EVALSHA` calls, each applying a
 //! chunk of up to [`CHUNK_RECORDS`] events in order: one round trip per batch, one script call
 //! per chunk instead of per event, and each event's outcome (or refusal) reported on its own.
@@ -372,12 +376,15 @@ impl RedisCacheWriter {
     /// every generation its writers write, the active one first. (Per event on the worker's
     /// path: borrowed, nothing allocated.)
     fn layouts<'t>(&'t self, targets: &'t Targets) -> impl Iterator<Item = Arc<KeyLayout>> + 't {
+        self.write_layouts(targets).iter().cloned()
+    }
+
+    /// [`layouts`](Self::layouts), borrowed.
+    fn write_layouts<'t>(&'t self, targets: &'t Targets) -> &'t [Arc<KeyLayout>] {
         match &self.pin {
             Some(pin) => std::slice::from_ref(pin),
             None => &targets.layouts[..],
         }
-        .iter()
-        .cloned()
     }
 
     /// The current generations of `collections`, checked against the pin (read again once if
