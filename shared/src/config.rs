@@ -229,6 +229,9 @@ pub struct WorkerSettings {
     pub consumer: String,
     /// Most messages fetched, and applied in one Redis round trip, at a time.
     pub batch_size: usize,
+    /// Batches one worker process works on at once: while Redis executes one, the worker
+    /// fetches, decodes and plans the others. Memory: this many times `batch_size` messages.
+    pub batches_in_flight: usize,
     /// How long one pull request waits for a first message. Bounds how long shutdown waits
     /// when the stream is idle; it adds no latency (a pull returns as soon as messages exist).
     pub fetch_wait_ms: u64,
@@ -291,6 +294,7 @@ impl Default for WorkerSettings {
         Self {
             consumer: "cacheflow-sync".into(),
             batch_size: 512,
+            batches_in_flight: 4,
             fetch_wait_ms: 500,
             max_ack_pending: 4_096,
             ack_wait_secs: 30,
@@ -463,6 +467,10 @@ impl Settings {
         positive("nats.timeout_ms", self.nats.timeout_ms)?;
         positive("stream.replicas", self.stream.replicas as u64)?;
         positive("worker.batch_size", self.worker.batch_size as u64)?;
+        positive(
+            "worker.batches_in_flight",
+            self.worker.batches_in_flight as u64,
+        )?;
         positive("worker.fetch_wait_ms", self.worker.fetch_wait_ms)?;
         positive("worker.ack_wait_secs", self.worker.ack_wait_secs)?;
         positive("worker.tombstone_ttl_secs", self.worker.tombstone_ttl_secs)?;
@@ -696,6 +704,18 @@ mod tests {
             assert_eq!(worker.consumer, "cacheflow-sync");
             assert_eq!(worker.tombstone_ttl(), Duration::from_secs(86_400));
             assert_eq!(worker.key_prefix, "");
+            assert_eq!(worker.batches_in_flight, 4);
+            jail.set_env("CACHEFLOW_WORKER__BATCHES_IN_FLIGHT", "0");
+            let err = Settings::load(Role::Worker).unwrap_err().to_string();
+            assert!(err.contains("worker.batches_in_flight"), "{err}");
+            jail.set_env("CACHEFLOW_WORKER__BATCHES_IN_FLIGHT", "8");
+            assert_eq!(
+                Settings::load(Role::Worker)
+                    .unwrap()
+                    .worker
+                    .batches_in_flight,
+                8
+            );
             jail.set_env("CACHEFLOW_WORKER__KEY_PREFIX", "gen2:");
             jail.set_env("CACHEFLOW_WORKER__BATCH_SIZE", "64");
             let worker = Settings::load(Role::Worker).unwrap().worker;

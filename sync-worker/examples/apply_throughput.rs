@@ -67,9 +67,9 @@ async fn main() -> anyhow::Result<()> {
         pipeline,
         token.clone(),
     ));
-    // One worker applies the stream in order (two batches in flight at most, so the last one
-    // may land a batch early), so the last event's version in Redis means done.
-    // (Not consumer info: on nats-server 2.9 it is costly enough to slow the worker down.)
+    // The last event's version in Redis means the end is near: batches run concurrently, so
+    // a few earlier ones may still be in flight. Only then is the consumer asked (not polled
+    // throughout: each request costs nats-server time) until nothing is pending or unacked.
     let (last_id, last_version) = last_event(events);
     let meta = cacheflow_shared::cache::KeyLayout::new(settings.worker.key_prefix.clone())
         .meta("places", &last_id);
@@ -80,6 +80,17 @@ async fn main() -> anyhow::Result<()> {
             .query_async(&mut redis)
             .await?;
         if version == Some(last_version) {
+            break;
+        }
+        anyhow::ensure!(!worker.is_finished(), "the worker stopped early");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let mut consumer: jetstream::consumer::PullConsumer = js
+        .get_consumer_from_stream(&settings.worker.consumer, &settings.stream.name)
+        .await?;
+    loop {
+        let info = consumer.info().await?;
+        if info.num_pending == 0 && info.num_ack_pending == 0 {
             break;
         }
         anyhow::ensure!(!worker.is_finished(), "the worker stopped early");
