@@ -15,6 +15,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::http::{Answer, Client, Failure, Planned, Target};
 use crate::pacing::{open_loop_latency, Schedule};
+use crate::release::{self, Gate};
 use crate::stats::Recorder;
 
 /// How the load is applied.
@@ -80,6 +81,8 @@ struct Shared {
     workload: Arc<dyn Workload>,
     seq: AtomicU64,
     ready: Semaphore,
+    /// Open loop: where each connection waits for its requests' release (empty in closed loop).
+    gates: Arc<[Gate]>,
 }
 
 /// Runs `workload` under `spec` and returns the merged measurements.
@@ -91,11 +94,16 @@ pub async fn run(spec: RunSpec, workload: Arc<dyn Workload>) -> anyhow::Result<R
         "too many users or connections"
     );
     let ops = workload.ops().len();
+    let gates: Arc<[Gate]> = match spec.load {
+        Load::Open { connections, .. } => release::gates(connections).into(),
+        Load::Closed { .. } => Arc::new([]),
+    };
     let shared = Arc::new(Shared {
         spec,
         workload,
         seq: AtomicU64::new(0),
         ready: Semaphore::new(0),
+        gates,
     });
     let (start_tx, start_rx) = watch::channel(None::<Instant>);
     let mut tasks = tokio::task::JoinSet::new();
@@ -111,6 +119,19 @@ pub async fn run(spec: RunSpec, workload: Arc<dyn Workload>) -> anyhow::Result<R
         .forget();
     let cpu_before = crate::stats::process_cpu();
     let start = Instant::now() + Duration::from_millis(1);
+    let releaser = match shared.spec.load {
+        Load::Open { rate, connections } => {
+            let schedule = Schedule::new(rate, connections);
+            Some(release::spawn(
+                schedule,
+                schedule.total_within(shared.spec.duration),
+                start,
+                shared.gates.clone(),
+                release::tick(rate),
+            ))
+        }
+        Load::Closed { .. } => None,
+    };
     start_tx
         .send(Some(start))
         .map_err(|_| anyhow::anyhow!("every user stopped before the start"))?;
@@ -123,6 +144,10 @@ pub async fn run(spec: RunSpec, workload: Arc<dyn Workload>) -> anyhow::Result<R
         unsent += left;
     }
     let elapsed = start.elapsed();
+    if let Some(releaser) = releaser {
+        // Only still running when connections gave up behind schedule.
+        releaser.abort();
+    }
     let cpu = match (cpu_before, crate::stats::process_cpu()) {
         (Some(before), Some(after)) => Some(after.saturating_sub(before)),
         _ => None,
@@ -186,7 +211,7 @@ async fn worker(
                 }
                 let due = start + schedule.due(i);
                 if due > now {
-                    tokio::time::sleep_until(due.into()).await;
+                    shared.gates[k as usize].wait(due).await;
                 }
                 let planned = shared.workload.plan(&mut rng, i);
                 let sent = Instant::now();

@@ -7,6 +7,7 @@ mod http;
 mod pacing;
 mod places;
 mod redis_util;
+mod release;
 mod scenarios;
 mod seed;
 mod stats;

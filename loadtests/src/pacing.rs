@@ -62,11 +62,12 @@ impl Schedule {
 }
 
 /// The latency of one open-loop request, corrected for coordinated omission but not charged with
-/// the load generator's own timer slack:
+/// the load generator's own release slack:
 /// - the connection was still busy with its previous request when this one was due (`free_at >
 ///   due`): the request queued behind the system under test, so the latency counts from `due`;
-/// - the connection was idle at `due`: any delay between `due` and `sent` is the generator's timer
-///   (tokio's has a resolution of about 1 ms), so the latency counts from `sent`.
+/// - the connection was idle at `due`: any delay between `due` and `sent` is the generator's own
+///   (its release tick, see [`crate::release`], and its scheduling), so the latency counts from
+///   `sent`.
 pub fn open_loop_latency(due: Instant, free_at: Instant, sent: Instant, done: Instant) -> Duration {
     if free_at > due {
         done.saturating_duration_since(due)
