@@ -1,10 +1,11 @@
-//! The one middleware around every route: it opens the request's span, checks the API key,
+//! The one middleware around every route: it sets the request's log context, checks the API key,
 //! counts the request among those in flight (or sheds it), runs it under the request deadline,
 //! and records its metrics (outermost, so 401s and sheds are counted too).
 //!
-//! The span (`request`, with method, path and the request id that `SetRequestIdLayer` assigned or
-//! the client sent) makes every log line of a request, including the commit's trace id, findable
-//! by its id. Answers with a 5xx status are logged at `warn` with their latency.
+//! The log context (method, path and the request id that `SetRequestIdLayer` assigned or the
+//! client sent; see [`cacheflow_shared::telemetry::request_log`]) ends every log line of a
+//! request, including the commit's trace id, so they are findable by its id. Answers with a 5xx
+//! status are logged at `warn` with their latency.
 //!
 //! One hand-written layer rather than three `middleware::from_fn` ones: axum boxes the route
 //! again for every layer added with `Router::layer`, and `from_fn` boxes its `Next` once more
@@ -22,8 +23,8 @@ use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
 use axum::response::{IntoResponse, Response};
+use cacheflow_shared::telemetry::request_log::{self, RequestLog};
 use tower::{Layer, Service, ServiceExt};
-use tracing::Instrument;
 
 use crate::auth::Auth;
 use crate::http_metrics::HttpMetrics;
@@ -85,59 +86,50 @@ where
             limits,
             metrics,
         } = self.layer.clone();
-        let span = request_span(&request);
-        Box::pin(
-            async move {
-                let route = request.extensions().get::<MatchedPath>().cloned();
-                let method = request.method().clone();
-                let checked = auth
-                    .check(request.method(), request.uri().path(), request.headers())
-                    .and_then(|()| limits.admit(request.uri().path()));
-                let response = match checked {
-                    Ok(admitted) => {
-                        admitted
-                            .run(async move {
-                                match inner.oneshot(request).await {
-                                    Ok(response) => response,
-                                    Err(never) => match never {},
-                                }
-                            })
-                            .await
-                    }
-                    Err(err) => err.into_response(),
-                };
-                let elapsed = started.elapsed();
-                let status = response.status();
-                if status.is_server_error() {
-                    tracing::warn!(
-                        status = status.as_u16(),
-                        latency_ms = elapsed.as_secs_f64() * 1000.0,
-                        "request failed"
-                    );
+        let log = request_log(&request);
+        Box::pin(request_log::scope(log, async move {
+            let route = request.extensions().get::<MatchedPath>().cloned();
+            let method = request.method().clone();
+            let checked = auth
+                .check(request.method(), request.uri().path(), request.headers())
+                .and_then(|()| limits.admit(request.uri().path()));
+            let response = match checked {
+                Ok(admitted) => {
+                    admitted
+                        .run(async move {
+                            match inner.oneshot(request).await {
+                                Ok(response) => response,
+                                Err(never) => match never {},
+                            }
+                        })
+                        .await
                 }
-                metrics.record(
-                    route.as_ref().map(MatchedPath::as_str),
-                    &method,
-                    status,
-                    elapsed,
+                Err(err) => err.into_response(),
+            };
+            let elapsed = started.elapsed();
+            let status = response.status();
+            if status.is_server_error() {
+                tracing::warn!(
+                    status = status.as_u16(),
+                    latency_ms = elapsed.as_secs_f64() * 1000.0,
+                    "request failed"
                 );
-                Ok(response)
             }
-            .instrument(span),
-        )
+            metrics.record(
+                route.as_ref().map(MatchedPath::as_str),
+                &method,
+                status,
+                elapsed,
+            );
+            Ok(response)
+        }))
     }
 }
 
-fn request_span(request: &Request) -> tracing::Span {
-    let request_id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    tracing::info_span!(
-        "request",
-        method = %request.method(),
-        path = %request.uri().path(),
-        request_id,
-    )
+fn request_log(request: &Request) -> RequestLog {
+    RequestLog {
+        method: request.method().clone(),
+        uri: request.uri().clone(),
+        request_id: request.headers().get("x-request-id").cloned(),
+    }
 }

@@ -6,10 +6,12 @@
 //! - [`metrics`](mod@metrics): the process-global Prometheus recorder ([`install_recorder`]), the
 //!   description of every metric, and the `GET /metrics` endpoint ([`serve_metrics`]).
 //! - [`dashboards`]: the metric names Grafana dashboards query and a scrape holds, for tests.
+//! - [`request_log`]: the request a log line was written for (the API's requests).
 
 pub mod dashboards;
 pub mod metrics;
 pub mod names;
+pub mod request_log;
 
 pub use self::metrics::{describe_all, install_recorder, serve_metrics};
 pub use dashboards::dashboard_metric_names;
@@ -21,6 +23,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogSettings;
+use request_log::RequestLines;
 
 /// Installs the global subscriber. Calling it twice is harmless (the second call is ignored), so
 /// tests may call it freely.
@@ -34,7 +37,8 @@ pub fn init(settings: &LogSettings) {
             .with(
                 tracing_subscriber::fmt::layer()
                     .json()
-                    .with_current_span(true),
+                    .with_current_span(true)
+                    .with_writer(RequestLines::new(std::io::stdout, true)),
             )
             .try_init()
     } else {
@@ -42,7 +46,11 @@ pub fn init(settings: &LogSettings) {
         // and styling every span's fields costs each request a little.
         let ansi = std::io::stdout().is_terminal();
         registry
-            .with(tracing_subscriber::fmt::layer().with_ansi(ansi))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(ansi)
+                    .with_writer(RequestLines::new(std::io::stdout, false)),
+            )
             .try_init()
     };
     // A second init (tests) fails harmlessly; the first subscriber stays.
