@@ -1,18 +1,22 @@
-//! The one middleware around every route: it sets the request's log context, checks the API key,
-//! counts the request among those in flight (or sheds it), runs it under the request deadline,
-//! and records its metrics (outermost, so 401s and sheds are counted too).
+//! The one middleware around every route: it marks the `Authorization` header sensitive (so
+//! anything printing headers shows `Sensitive`), gives the request its id (the client's
+//! `x-request-id`, else a new one, echoed in the answer), sets the request's log context, checks
+//! the API key, counts the request among those in flight (or sheds it), runs it under the request
+//! deadline, and records its metrics (outermost, so 401s and sheds are counted too).
 //!
-//! The log context (method, path and the request id that `SetRequestIdLayer` assigned or the
-//! client sent; see [`cacheflow_shared::telemetry::request_log`]) ends every log line of a
-//! request, including the commit's trace id, so they are findable by its id. Answers with a 5xx
-//! status are logged at `warn` with their latency.
+//! The log context (method, path and request id; see
+//! [`cacheflow_shared::telemetry::request_log`]) ends every log line of a request, including the
+//! commit's trace id, so they are findable by its id. Answers with a 5xx status are logged at
+//! `warn` with their latency.
 //!
 //! One hand-written layer rather than three `middleware::from_fn` ones: axum boxes the route
 //! again for every layer added with `Router::layer`, and `from_fn` boxes its `Next` once more
 //! per request, so each of those layers cost the cache-hit path allocations and a clone of the
-//! stack below it. This one sits inside the router only because the metrics need the matched
-//! route pattern; everything that does not is layered once around the whole router
-//! ([`crate::startup::router_and_spec`]).
+//! stack below it. For the same reason the sensitive marking and the request id are done here
+//! rather than by tower-http's layers around the router (measured: a cache hit costs ~0.6 µs
+//! less CPU this way, in five of six alternating runs). This one sits inside the router only because the
+//! metrics need the matched route pattern; the body limits are layered once around the whole
+//! router ([`crate::startup::router_and_spec`]).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -22,6 +26,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
+use axum::http::header::AUTHORIZATION;
 use axum::response::{IntoResponse, Response};
 use cacheflow_shared::telemetry::request_log::{self, RequestLog};
 use tower::{Layer, Service, ServiceExt};
@@ -29,12 +34,14 @@ use tower::{Layer, Service, ServiceExt};
 use crate::auth::Auth;
 use crate::http_metrics::HttpMetrics;
 use crate::limits::Limits;
+use crate::request_id::{ProcessRequestIds, X_REQUEST_ID};
 
 #[derive(Clone, Debug)]
 pub struct EdgeLayer {
     auth: Auth,
     limits: Limits,
     metrics: Arc<HttpMetrics>,
+    ids: ProcessRequestIds,
 }
 
 impl EdgeLayer {
@@ -43,6 +50,7 @@ impl EdgeLayer {
             auth,
             limits,
             metrics: Arc::new(HttpMetrics::new()),
+            ids: ProcessRequestIds::new(),
         }
     }
 }
@@ -78,22 +86,38 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request) -> Self::Future {
+    fn call(&mut self, mut request: Request) -> Self::Future {
         let started = Instant::now();
+        if let Some(key) = request.headers_mut().get_mut(AUTHORIZATION) {
+            key.set_sensitive(true);
+        }
+        let request_id = match request.headers().get(X_REQUEST_ID) {
+            Some(id) => id.clone(),
+            None => {
+                let id = self.layer.ids.next_id();
+                request.headers_mut().insert(X_REQUEST_ID, id.clone());
+                id
+            }
+        };
+        let log = RequestLog {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            request_id: Some(request_id.clone()),
+        };
         let inner = self.inner.clone();
         let EdgeLayer {
             auth,
             limits,
             metrics,
+            ids: _,
         } = self.layer.clone();
-        let log = request_log(&request);
         Box::pin(request_log::scope(log, async move {
             let route = request.extensions().get::<MatchedPath>().cloned();
             let method = request.method().clone();
             let checked = auth
                 .check(request.method(), request.uri().path(), request.headers())
                 .and_then(|()| limits.admit(request.uri().path()));
-            let response = match checked {
+            let mut response = match checked {
                 Ok(admitted) => {
                     admitted
                         .run(async move {
@@ -106,6 +130,9 @@ where
                 }
                 Err(err) => err.into_response(),
             };
+            if !response.headers().contains_key(X_REQUEST_ID) {
+                response.headers_mut().insert(X_REQUEST_ID, request_id);
+            }
             let elapsed = started.elapsed();
             let status = response.status();
             if status.is_server_error() {
@@ -123,13 +150,5 @@ where
             );
             Ok(response)
         }))
-    }
-}
-
-fn request_log(request: &Request) -> RequestLog {
-    RequestLog {
-        method: request.method().clone(),
-        uri: request.uri().clone(),
-        request_id: request.headers().get("x-request-id").cloned(),
     }
 }

@@ -5,10 +5,13 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use axum::http::{HeaderValue, Request};
-use tower_http::request_id::{MakeRequestId, RequestId};
+use axum::http::header::HeaderName;
+use axum::http::HeaderValue;
 
-#[derive(Clone)]
+/// The header a request's id travels in, both ways.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+#[derive(Clone, Debug)]
 pub struct ProcessRequestIds {
     prefix: u64,
     next: Arc<AtomicU64>,
@@ -21,21 +24,20 @@ impl ProcessRequestIds {
             next: Arc::new(AtomicU64::new(0)),
         }
     }
+
+    /// The next id: `<prefix>-<counter>`, both as 16 hex digits.
+    pub fn next_id(&self) -> HeaderValue {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut id = [b'-'; 33];
+        write_hex(&mut id[..16], self.prefix);
+        write_hex(&mut id[17..], n);
+        HeaderValue::from_bytes(&id).expect("hex digits and a dash are a valid header value")
+    }
 }
 
 impl Default for ProcessRequestIds {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-impl MakeRequestId for ProcessRequestIds {
-    fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut id = [b'-'; 33];
-        write_hex(&mut id[..16], self.prefix);
-        write_hex(&mut id[17..], n);
-        HeaderValue::from_bytes(&id).ok().map(RequestId::new)
     }
 }
 
@@ -53,16 +55,15 @@ mod tests {
 
     #[test]
     fn ids_are_unique_within_and_across_processes() {
-        let request = Request::new(());
-        let (mut a, mut b) = (ProcessRequestIds::new(), ProcessRequestIds::new());
-        let first = a.make_request_id(&request).unwrap();
-        let second = a.clone().make_request_id(&request).unwrap();
-        let other = b.make_request_id(&request).unwrap();
-        assert_ne!(first.header_value(), second.header_value());
-        assert_ne!(first.header_value(), other.header_value());
-        assert_eq!(first.header_value().len(), 33);
+        let (a, b) = (ProcessRequestIds::new(), ProcessRequestIds::new());
+        let first = a.next_id();
+        let second = a.clone().next_id();
+        let other = b.next_id();
+        assert_ne!(first, second);
+        assert_ne!(first, other);
+        assert_eq!(first.len(), 33);
         let expected = format!("{:016x}-{:016x}", a.prefix, 0);
-        assert_eq!(first.header_value().to_str().unwrap(), expected);
+        assert_eq!(first.to_str().unwrap(), expected);
         let mut hex = [0u8; 16];
         write_hex(&mut hex, 0x0123_4567_89ab_cdef);
         assert_eq!(&hex, b"0123456789abcdef");

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::extract::DefaultBodyLimit;
-use axum::http::header::AUTHORIZATION;
 use axum::routing::get;
 use axum::{Extension, Router};
 use cacheflow_shared::config::Settings;
@@ -20,8 +19,6 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
-use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -38,7 +35,6 @@ use crate::read::redis_reads::RedisReads;
 use crate::read::views::Views;
 use crate::read::Reader;
 use crate::relay::OutboxRelay;
-use crate::request_id::ProcessRequestIds;
 use crate::routes::{admin, documents, health, reads};
 use crate::shutdown;
 use crate::state::{AppState, StateParts};
@@ -235,15 +231,12 @@ pub fn router_and_spec(
         )
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
-        // The only layer inside the router: it needs the matched route pattern for its metrics.
+        // The only layer inside the router (it needs the matched route pattern for its metrics),
+        // and the one doing every per-request job it can (see `edge`).
         .layer(EdgeLayer::new(auth, limits.clone()));
-    // Everything else wraps the router once. Layers added with `Router::layer` are boxed per
-    // route and cloned per request; around the whole router they cost nothing per layer.
+    // The body limits wrap the router once. Layers added with `Router::layer` are boxed per
+    // route and cloned per request; around the whole router they are not.
     let outer = ServiceBuilder::new()
-        // Outermost: any layer that prints headers shows `Sensitive` for the API key.
-        .layer(SetSensitiveRequestHeadersLayer::new([AUTHORIZATION]))
-        .layer(SetRequestIdLayer::x_request_id(ProcessRequestIds::new()))
-        .layer(PropagateRequestIdLayer::x_request_id())
         .layer(Extension(BodyLimit(limits.max_body_bytes())))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes()))
         .service(router);

@@ -103,3 +103,29 @@ async fn healthz_is_alive() {
     assert!(response.headers().contains_key("x-request-id"));
     assert_eq!(response.json::<Value>().await.unwrap()["status"], "ok");
 }
+
+#[tokio::test]
+async fn every_answer_carries_the_request_id_the_clients_or_a_new_one() {
+    let app = spawn_app().await;
+    let echoed = app
+        .client
+        .get(app.url("/v1/places/p1"))
+        .header("x-request-id", "client-chosen-7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echoed.headers()["x-request-id"], "client-chosen-7");
+    let mut assigned = Vec::new();
+    for path in ["/no/such/route", "/v1/places/p1", "/v1/places/p1"] {
+        let response = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 404, "{path}");
+        let id = response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(id.len(), 33, "{id}");
+        assigned.push(id);
+    }
+    assigned.dedup();
+    assert_eq!(assigned.len(), 3, "ids must differ: {assigned:?}");
+}
