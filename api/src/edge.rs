@@ -14,9 +14,9 @@
 //! per request, so each of those layers cost the cache-hit path allocations and a clone of the
 //! stack below it. For the same reason the sensitive marking and the request id are done here
 //! rather than by tower-http's layers around the router (measured: a cache hit costs ~0.6 µs
-//! less CPU this way, in five of six alternating runs). This one sits inside the router only because the
-//! metrics need the matched route pattern; the body limits are layered once around the whole
-//! router ([`crate::startup::router_and_spec`]).
+//! less CPU this way, in five of six alternating runs). It sits inside the router because the
+//! metrics need the matched route pattern, and it is the router's only layer
+//! ([`crate::startup::router_and_spec`]).
 
 use std::convert::Infallible;
 use std::future::Future;

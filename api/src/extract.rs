@@ -1,10 +1,9 @@
 //! Extractors that turn malformed requests into [`ApiError`]s, so every rejection has the same
 //! JSON shape as every other error.
 
-use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Path, Request};
-use axum::http::{header, request::Parts, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, request::Parts, HeaderMap, HeaderValue};
 use cacheflow_shared::document::{is_valid_id, Document};
 use cacheflow_shared::pipeline::Collection;
 use cacheflow_shared::store::Precondition;
@@ -14,19 +13,10 @@ use serde_json::Value;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// The largest accepted request body when no [`BodyLimit`] is set (`limits.max_body_bytes`
-/// defaults to the same).
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-
 /// The deepest nesting of objects and arrays a document may have, itself included. Its event
 /// wraps it in one more level and must stay within the 127 that `Event::decode` (serde_json)
 /// accepts, or the outbox could never publish it; MongoDB refuses BSON nested over 100 levels.
 pub const MAX_BODY_DEPTH: usize = 64;
-
-/// The body limit in force, as a request extension next to axum's `DefaultBodyLimit` (which
-/// does not expose it), so that `payload_too_large` can name it.
-#[derive(Debug, Clone, Copy)]
-pub struct BodyLimit(pub usize);
 
 /// The request's `If-None-Match` header, if any. The `HeaderMap` extractor would copy every
 /// header of the request for this one, on the cache-hit path.
@@ -150,25 +140,47 @@ fn percent_decode_lossy(raw: &str) -> String {
     String::from_utf8_lossy(&decoded).into_owned()
 }
 
-/// A JSON object body (`application/json` or `application/merge-patch+json`).
+/// Whether reading a body failed because it is longer than the limit.
+fn over_limit(err: &axum::Error) -> bool {
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        if cause.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// A JSON object body (`application/json` or `application/merge-patch+json`), at most
+/// `limits.max_body_bytes` long (`413` `payload_too_large` beyond).
 pub struct JsonObject(pub Document);
 
-impl<S: Send + Sync> FromRequest<S> for JsonObject {
+impl FromRequest<AppState> for JsonObject {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
         check_content_type(req.headers())?;
-        let limit = req
-            .extensions()
-            .get::<BodyLimit>()
-            .map_or(MAX_BODY_BYTES, |limit| limit.0);
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge { limit }
-            } else {
-                ApiError::InvalidBody(rejection.body_text())
-            }
-        })?;
+        let limit = state.max_body_bytes();
+        // A declared length over the limit is refused before reading anything; a body without
+        // one (chunked) is read up to the limit.
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > limit as u64) {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        let bytes = axum::body::to_bytes(req.into_body(), limit)
+            .await
+            .map_err(|err| {
+                if over_limit(&err) {
+                    ApiError::PayloadTooLarge { limit }
+                } else {
+                    ApiError::InvalidBody(format!("cannot read the request body: {err}"))
+                }
+            })?;
         let value: Value = serde_json::from_slice(&bytes)
             .map_err(|err| ApiError::InvalidJson(format!("the body is not valid JSON: {err}")))?;
         match value {

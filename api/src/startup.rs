@@ -6,9 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
-use axum::{Extension, Router};
+use axum::Router;
 use cacheflow_shared::config::Settings;
 use cacheflow_shared::events::{self, JetStreamPublisher};
 use cacheflow_shared::pipeline::Pipeline;
@@ -18,7 +17,6 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceBuilder;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -26,7 +24,6 @@ use utoipa_axum::routes;
 use crate::auth::Auth;
 use crate::edge::EdgeLayer;
 use crate::error::ApiError;
-use crate::extract::BodyLimit;
 use crate::limits::Limits;
 use crate::openapi::ApiDoc;
 use crate::read::generations::GenerationFollower;
@@ -114,6 +111,7 @@ impl Application {
             read_settings: settings.reads.clone(),
             admin_enabled: settings.admin_enabled,
             max_event_bytes: settings.limits.max_event_bytes,
+            max_body_bytes: settings.limits.max_body_bytes,
         });
         let limits = Limits::new(&settings.limits);
         Ok(Self {
@@ -231,16 +229,10 @@ pub fn router_and_spec(
         )
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
-        // The only layer inside the router (it needs the matched route pattern for its metrics),
-        // and the one doing every per-request job it can (see `edge`).
-        .layer(EdgeLayer::new(auth, limits.clone()));
-    // The body limits wrap the router once. Layers added with `Router::layer` are boxed per
-    // route and cloned per request; around the whole router they are not.
-    let outer = ServiceBuilder::new()
-        .layer(Extension(BodyLimit(limits.max_body_bytes())))
-        .layer(DefaultBodyLimit::max(limits.max_body_bytes()))
-        .service(router);
-    let router = Router::new().fallback_service(outer);
+        // The one layer, inside the router because it needs the matched route pattern for its
+        // metrics; it does every per-request job (see `edge`). Each layer added with
+        // `Router::layer` boxes every route again and clones it per request.
+        .layer(EdgeLayer::new(auth, limits));
     (router, spec)
 }
 

@@ -25,6 +25,8 @@ pub struct StateParts<'a> {
     pub admin_enabled: bool,
     /// The largest event the stream accepts (`limits.max_event_bytes`).
     pub max_event_bytes: usize,
+    /// The largest request body accepted (`limits.max_body_bytes`).
+    pub max_body_bytes: usize,
 }
 
 #[derive(Clone)]
@@ -43,6 +45,7 @@ struct Inner {
     read_settings: ReadSettings,
     admin_enabled: bool,
     max_event_bytes: usize,
+    max_body_bytes: usize,
 }
 
 impl AppState {
@@ -58,6 +61,7 @@ impl AppState {
             read_settings,
             admin_enabled,
             max_event_bytes,
+            max_body_bytes,
         } = parts;
         let collections = pipeline
             .collections()
@@ -75,8 +79,14 @@ impl AppState {
                 read_settings,
                 admin_enabled,
                 max_event_bytes,
+                max_body_bytes,
             }),
         }
+    }
+
+    /// The largest request body accepted (`limits.max_body_bytes`).
+    pub fn max_body_bytes(&self) -> usize {
+        self.inner.max_body_bytes
     }
 
     pub fn max_event_bytes(&self) -> usize {

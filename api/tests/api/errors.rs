@@ -59,6 +59,47 @@ async fn bodies_over_one_mebibyte_are_413() {
     assert_eq!(app.put("/v1/places/big", &doc).await.status(), 201);
 }
 
+/// A body sent in chunks, without `Content-Length`, is cut off at the limit too.
+#[tokio::test]
+async fn chunked_bodies_over_the_limit_are_413() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = spawn_app_with(|s| s.limits.max_body_bytes = 4_096).await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let send = |chunks: Vec<String>| {
+        let addr = addr.clone();
+        async move {
+            let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let mut request = String::from(
+                "PUT /v1/places/chunked HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n\
+                 transfer-encoding: chunked\r\nconnection: close\r\n\r\n",
+            );
+            for chunk in chunks {
+                request.push_str(&format!("{:x}\r\n{chunk}\r\n", chunk.len()));
+            }
+            request.push_str("0\r\n\r\n");
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer).await.unwrap();
+            answer
+        }
+    };
+    let over = send(vec![
+        format!(
+            r#"{{"name":"x","category":"cafe","rating":4,"blob":"{}"#,
+            "x".repeat(3_000)
+        ),
+        format!(r#"{}"}}"#, "x".repeat(3_000)),
+    ])
+    .await;
+    assert!(over.starts_with("HTTP/1.1 413"), "{over}");
+    assert!(over.contains("payload_too_large"), "{over}");
+    let mut doc = place("chunked", "cafe", 4.0);
+    doc["blob"] = json!("x".repeat(1_000));
+    let under = send(vec![doc.to_string()]).await;
+    assert!(under.starts_with("HTTP/1.1 201"), "{under}");
+}
+
 #[tokio::test]
 async fn writes_whose_event_the_stream_cannot_take_are_refused_before_the_commit() {
     let app = spawn_app_with(|s| s.limits.max_event_bytes = 4_096).await;
