@@ -611,7 +611,7 @@ EOT
 **What limits the cache-hit numbers.** Both servers share the 2 cores with the load generator
 (about half a core) and Redis, so in a closed loop each one's throughput follows its CPU per
 request. The API's extra CPU per request over the bare handler (the row above) is what it does
-beyond one Redis GET: the request span and id, the key check, the in-flight count and deadline
+beyond one Redis GET: the request id and log context, the key check, the in-flight count and deadline
 timer, two metric series, the collection's cache generation, and the \`ETag\` and \`X-Cache\`
 headers. This machine's speed also drifts from one run to the next (the per-pair ratios above),
 so single pairs land on either side of the mean. At half the baseline's rate the tail is set by four busy processes
