@@ -35,16 +35,12 @@ pub(super) fn validate(collection: &Collection, document: &Document) -> Result<(
         }
     }
     for projection in &collection.projections {
-        let required: Vec<&str> = match &projection.kind {
-            ProjectionKind::String { key, .. } | ProjectionKind::Hash { key, .. } => {
-                key.fields().collect()
-            }
-            ProjectionKind::SortedSet { key, score } => {
-                key.fields().chain([score.as_str()]).collect()
-            }
-            ProjectionKind::Geo { key, field } => key.fields().chain([field.as_str()]).collect(),
+        let (key, value_field) = match &projection.kind {
+            ProjectionKind::String { key, .. } | ProjectionKind::Hash { key, .. } => (key, None),
+            ProjectionKind::SortedSet { key, score } => (key, Some(score.as_str())),
+            ProjectionKind::Geo { key, field } => (key, Some(field.as_str())),
         };
-        for field in required.into_iter().filter(|f| *f != "id") {
+        for field in key.fields().chain(value_field).filter(|f| *f != "id") {
             if matches!(document.get(field), None | Some(Value::Null)) {
                 return Err(DocumentError::new(
                     field,
@@ -52,8 +48,8 @@ pub(super) fn validate(collection: &Collection, document: &Document) -> Result<(
                 ));
             }
         }
-        // Template values have extra rules (length, no whitespace); render checks them all.
-        projection.kind.key().render("id", document)?;
+        // Template values have extra rules (length, no whitespace); `check` applies them all.
+        key.check(document)?;
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Key templates: literal text with `{field}` placeholders, e.g. `places:rating:{category}`.
 //! `{id}` is the entity id; any other name is a document field.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde_json::Value;
@@ -101,15 +102,24 @@ impl KeyTemplate {
         }
         Ok(key)
     }
+
+    /// Whether [`render`](Self::render) would succeed for `document` (the id aside), without
+    /// building the key: validation runs on every event, before the planner renders it.
+    pub fn check(&self, document: &Document) -> Result<(), DocumentError> {
+        for name in self.fields().filter(|name| *name != "id") {
+            key_value(name, document.get(name))?;
+        }
+        Ok(())
+    }
 }
 
-fn key_value(field: &str, value: Option<&Value>) -> Result<String, DocumentError> {
+fn key_value<'a>(field: &str, value: Option<&'a Value>) -> Result<Cow<'a, str>, DocumentError> {
     let text = match value {
         None | Some(Value::Null) => {
             return Err(DocumentError::new(field, "is required by a key template"))
         }
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
+        Some(Value::String(s)) => Cow::Borrowed(s.as_str()),
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Cow::Owned(n.to_string()),
         Some(_) => {
             return Err(DocumentError::new(
                 field,
@@ -180,5 +190,30 @@ mod tests {
         assert_eq!(t.render("p1", &doc).unwrap_err().field, "category");
         let doc = json!({"category": 7}).as_object().unwrap().clone();
         assert_eq!(t.render("p1", &doc).unwrap(), "x:7");
+    }
+
+    #[test]
+    fn check_fails_exactly_where_render_fails() {
+        let t = KeyTemplate::parse("x:{category}:{id}:{n}").unwrap();
+        let docs = [
+            json!({}),
+            json!({"category": "cafe"}),
+            json!({"category": "cafe", "n": 3}),
+            json!({"category": "cafe", "n": 3.5}),
+            json!({"category": "", "n": 3}),
+            json!({"category": "a{b", "n": 3}),
+            json!({"category": "x".repeat(257), "n": 3}),
+            json!({"category": null, "n": 3}),
+            json!({"category": ["cafe"], "n": 3}),
+        ];
+        for doc in docs {
+            let doc = doc.as_object().unwrap().clone();
+            let (checked, rendered) = (t.check(&doc), t.render("p1", &doc));
+            assert_eq!(checked.is_ok(), rendered.is_ok(), "{doc:?}");
+            assert_eq!(checked.err(), rendered.err(), "{doc:?}");
+        }
+        // The id is the caller's, not the document's: an id-only template needs nothing.
+        let t = KeyTemplate::parse("place:{id}").unwrap();
+        assert!(t.check(&Default::default()).is_ok());
     }
 }
