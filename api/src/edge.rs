@@ -2,7 +2,8 @@
 //! anything printing headers shows `Sensitive`), gives the request its id (the client's
 //! `x-request-id`, else a new one, echoed in the answer), sets the request's log context, checks
 //! the API key, counts the request among those in flight (or sheds it), runs it under the request
-//! deadline, and records its metrics (outermost, so 401s and sheds are counted too).
+//! deadline with its body read first ([`crate::body`]: `413` beyond the limit), and records its
+//! metrics (outermost, so 401s and sheds are counted too).
 //!
 //! The log context (method, path and request id; see
 //! [`cacheflow_shared::telemetry::request_log`]) ends every log line of a request, including the
@@ -32,6 +33,7 @@ use cacheflow_shared::telemetry::request_log::{self, RequestLog};
 use tower::{Layer, Service, ServiceExt};
 
 use crate::auth::Auth;
+use crate::body;
 use crate::http_metrics::HttpMetrics;
 use crate::limits::Limits;
 use crate::request_id::{ProcessRequestIds, X_REQUEST_ID};
@@ -117,10 +119,15 @@ where
             let checked = auth
                 .check(request.method(), request.uri().path(), request.headers())
                 .and_then(|()| limits.admit(request.uri().path()));
+            let max_body = limits.max_body_bytes();
             let mut response = match checked {
                 Ok(admitted) => {
                     admitted
                         .run(async move {
+                            let request = match body::buffered(request, max_body).await {
+                                Ok(request) => request,
+                                Err(refused) => return refused,
+                            };
                             match inner.oneshot(request).await {
                                 Ok(response) => response,
                                 Err(never) => match never {},
@@ -128,7 +135,9 @@ where
                         })
                         .await
                 }
-                Err(err) => err.into_response(),
+                Err(err) => {
+                    body::answer_unread(request.into_body(), max_body, err.into_response()).await
+                }
             };
             if !response.headers().contains_key(X_REQUEST_ID) {
                 response.headers_mut().insert(X_REQUEST_ID, request_id);

@@ -10,6 +10,7 @@ use cacheflow_shared::store::Precondition;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::body;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -140,18 +141,6 @@ fn percent_decode_lossy(raw: &str) -> String {
     String::from_utf8_lossy(&decoded).into_owned()
 }
 
-/// Whether reading a body failed because it is longer than the limit.
-fn over_limit(err: &axum::Error) -> bool {
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        if cause.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        source = cause.source();
-    }
-    false
-}
-
 /// A JSON object body (`application/json` or `application/merge-patch+json`), at most
 /// `limits.max_body_bytes` long (`413` `payload_too_large` beyond).
 pub struct JsonObject(pub Document);
@@ -161,26 +150,10 @@ impl FromRequest<AppState> for JsonObject {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
         check_content_type(req.headers())?;
-        let limit = state.max_body_bytes();
-        // A declared length over the limit is refused before reading anything; a body without
-        // one (chunked) is read up to the limit.
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|length| length > limit as u64) {
-            return Err(ApiError::PayloadTooLarge { limit });
-        }
-        let bytes = axum::body::to_bytes(req.into_body(), limit)
-            .await
-            .map_err(|err| {
-                if over_limit(&err) {
-                    ApiError::PayloadTooLarge { limit }
-                } else {
-                    ApiError::InvalidBody(format!("cannot read the request body: {err}"))
-                }
-            })?;
+        // The edge has read the body already (crate::body); the cap is checked again here so
+        // that the extractor holds it on its own.
+        let (parts, body) = req.into_parts();
+        let bytes = body::read_capped(body, &parts.headers, state.max_body_bytes()).await?;
         let value: Value = serde_json::from_slice(&bytes)
             .map_err(|err| ApiError::InvalidJson(format!("the body is not valid JSON: {err}")))?;
         match value {

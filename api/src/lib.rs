@@ -20,6 +20,7 @@
 //! - [`state`]: the shared application state.
 
 pub mod auth;
+pub mod body;
 pub mod edge;
 pub mod error;
 pub mod event_size;

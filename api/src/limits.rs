@@ -1,6 +1,6 @@
 //! What one request may cost: a cap on requests in flight (more are shed at once with `503`
 //! `overloaded` and `Retry-After`, never queued) and a deadline per request (`503` `timeout`).
-//! Bodies are capped separately, by the body extractor (`413` `payload_too_large`).
+//! Bodies are capped separately, when the edge reads them ([`crate::body`], `413` `payload_too_large`).
 //!
 //! A counter of requests in flight and `tokio::time::timeout` around the handler rather than
 //! tower's `LoadShed`,

@@ -113,7 +113,7 @@ async fn send(app: &TestApp, probe: &Probe) -> Option<Answer> {
     let response = request
         .send()
         .await
-        .unwrap_or_else(|err| panic!("{probe:?}: no answer: {err}"));
+        .unwrap_or_else(|err| panic!("{probe:?}: no answer: {err:?}"));
     let status = response.status().as_u16();
     let content_type = response
         .headers()

@@ -100,6 +100,69 @@ async fn chunked_bodies_over_the_limit_are_413() {
     assert!(under.starts_with("HTTP/1.1 201"), "{under}");
 }
 
+/// Answers decided from the request's head alone (an unknown collection, a media type that is
+/// not JSON, a missing API key) wait for the body and drop it, so the connection stays usable:
+/// the next request on it is answered. (hyper closes a connection after an answer given while the
+/// body is still on its way, and a client reusing it then fails its next request.)
+#[tokio::test]
+async fn answers_given_before_a_late_body_keep_the_connection_usable() {
+    use cacheflow_shared::security::{hash_key, ApiKeys};
+
+    let open = spawn_app().await;
+    let keyed = spawn_app_with(|s| {
+        s.api_keys = ApiKeys::parse(&format!("writer:{}", hash_key("late-key"))).unwrap()
+    })
+    .await;
+    let body = place("late", "cafe", 4.0).to_string();
+    for (app, target, status) in [
+        (&open, "/v1/nowhere/late", "404"),
+        (&open, "/v1/places/late", "415"),
+        (&keyed, "/v1/places/late", "401"),
+    ] {
+        let answers = late_body_then_next_request(&app.base, target, &body).await;
+        assert!(
+            answers.starts_with(&format!("HTTP/1.1 {status}")),
+            "{target}: {answers}"
+        );
+        let first = answers.split("\r\n\r\n").next().unwrap_or("");
+        assert!(!first.contains("connection: close"), "{target}: {answers}");
+        assert!(
+            answers.contains("HTTP/1.1 200 OK"),
+            "{target}: the next request on the connection was not answered: {answers}"
+        );
+    }
+}
+
+/// On one connection: a `PUT` whose body follows its head 200 ms later, then a `GET /healthz`;
+/// everything the server answered until it closed the connection.
+async fn late_body_then_next_request(base: &str, target: &str, body: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let addr = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "PUT {target} HTTP/1.1\r\nhost: test\r\ncontent-type: text/plain\r\n\
+         content-length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Once the server has closed the connection these writes may fail: what it answered is what
+    // the test looks at.
+    let _ = stream.write_all(body.as_bytes()).await;
+    let _ = stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
+        .await;
+    let mut answers = Vec::new();
+    let mut buf = [0_u8; 4096];
+    while let Ok(Ok(n @ 1..)) =
+        tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await
+    {
+        answers.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&answers).into_owned()
+}
+
 #[tokio::test]
 async fn writes_whose_event_the_stream_cannot_take_are_refused_before_the_commit() {
     let app = spawn_app_with(|s| s.limits.max_event_bytes = 4_096).await;
