@@ -52,7 +52,7 @@ pub async fn answer_unread(body: Body, limit: usize, response: Response) -> Resp
 
 /// The whole body, or `413` `payload_too_large` when it is (or says it is) longer than `limit`.
 /// A declared length over the limit is refused before reading anything.
-pub async fn read_capped(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+async fn read_capped(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

@@ -10,7 +10,6 @@ use cacheflow_shared::store::Precondition;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::body;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -141,19 +140,19 @@ fn percent_decode_lossy(raw: &str) -> String {
     String::from_utf8_lossy(&decoded).into_owned()
 }
 
-/// A JSON object body (`application/json` or `application/merge-patch+json`), at most
-/// `limits.max_body_bytes` long (`413` `payload_too_large` beyond).
+/// A JSON object body (`application/json` or `application/merge-patch+json`). Its size was
+/// capped when the edge read it ([`crate::body`], `413` `payload_too_large`), so here it is
+/// only taken out of memory.
 pub struct JsonObject(pub Document);
 
-impl FromRequest<AppState> for JsonObject {
+impl<S: Send + Sync> FromRequest<S> for JsonObject {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
         check_content_type(req.headers())?;
-        // The edge has read the body already (crate::body); the cap is checked again here so
-        // that the extractor holds it on its own.
-        let (parts, body) = req.into_parts();
-        let bytes = body::read_capped(body, &parts.headers, state.max_body_bytes()).await?;
+        let bytes = axum::body::to_bytes(req.into_body(), usize::MAX)
+            .await
+            .map_err(|err| ApiError::InvalidBody(format!("cannot read the request body: {err}")))?;
         let value: Value = serde_json::from_slice(&bytes)
             .map_err(|err| ApiError::InvalidJson(format!("the body is not valid JSON: {err}")))?;
         match value {

@@ -111,7 +111,6 @@ impl Application {
             read_settings: settings.reads.clone(),
             admin_enabled: settings.admin_enabled,
             max_event_bytes: settings.limits.max_event_bytes,
-            max_body_bytes: settings.limits.max_body_bytes,
         });
         let limits = Limits::new(&settings.limits);
         Ok(Self {

@@ -25,8 +25,6 @@ pub struct StateParts<'a> {
     pub admin_enabled: bool,
     /// The largest event the stream accepts (`limits.max_event_bytes`).
     pub max_event_bytes: usize,
-    /// The largest request body accepted (`limits.max_body_bytes`).
-    pub max_body_bytes: usize,
 }
 
 #[derive(Clone)]
@@ -45,7 +43,6 @@ struct Inner {
     read_settings: ReadSettings,
     admin_enabled: bool,
     max_event_bytes: usize,
-    max_body_bytes: usize,
 }
 
 impl AppState {
@@ -61,7 +58,6 @@ impl AppState {
             read_settings,
             admin_enabled,
             max_event_bytes,
-            max_body_bytes,
         } = parts;
         let collections = pipeline
             .collections()
@@ -79,14 +75,8 @@ impl AppState {
                 read_settings,
                 admin_enabled,
                 max_event_bytes,
-                max_body_bytes,
             }),
         }
-    }
-
-    /// The largest request body accepted (`limits.max_body_bytes`).
-    pub fn max_body_bytes(&self) -> usize {
-        self.inner.max_body_bytes
     }
 
     pub fn max_event_bytes(&self) -> usize {
