@@ -214,7 +214,7 @@ pub fn router_and_spec(
         .routes(routes!(reads::fields))
         .routes(routes!(reads::near))
         .routes(routes!(reads::top))
-        .routes(routes!(admin::invalidate))
+        .routes(routes!(admin::invalidate::invalidate))
         .split_for_parts();
     crate::openapi::document_guards(&mut spec);
     let json = Arc::new(

@@ -1,9 +1,7 @@
-//! Operator routes under `/v1/admin/`: cache invalidation. They change the cache in bulk, so
-//! they are off unless `ADMIN_ENABLED` is set; while off, each answers 404 `admin_disabled`
-//! before reading its request or touching Redis.
+//! `POST /v1/admin/invalidate`: removes cache entries of listed entities or of a whole
+//! collection; the next read repopulates them.
 
-use axum::extract::{FromRequestParts, State};
-use axum::http::request::Parts;
+use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
@@ -14,21 +12,7 @@ use crate::openapi::ErrorBody;
 use crate::read::invalidate::InvalidateError;
 use crate::state::AppState;
 
-/// Rejects the request with `admin_disabled` unless the admin routes are enabled. Every admin
-/// handler takes it first: extractors run in order, so nothing else of the request is read.
-pub struct AdminEnabled;
-
-impl FromRequestParts<AppState> for AdminEnabled {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(_: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        if state.admin_enabled() {
-            Ok(Self)
-        } else {
-            Err(ApiError::AdminDisabled)
-        }
-    }
-}
+use super::AdminEnabled;
 
 /// Which entities to invalidate: the listed `ids`, or, without `ids`, the whole collection.
 #[derive(Deserialize, ToSchema)]
