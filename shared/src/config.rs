@@ -334,7 +334,7 @@ impl WorkerSettings {
 pub struct ConfigError(String);
 
 /// The documented top-level environment names.
-const TOP_LEVEL_ENV: &[&str] = &[
+pub const TOP_LEVEL_ENV: &[&str] = &[
     "STORE_URL",
     "REDIS_URL",
     "NATS_URL",
