@@ -116,6 +116,9 @@ pub const DESCRIPTIONS: &[MetricDescription] = &[
     describe(names::CONSUMER_ACK_PENDING_MESSAGES, Gauge, COUNT, &[],
         "Messages delivered to sync workers and not acknowledged yet (JetStream consumer info, \
          polled by each worker)."),
+    describe(names::WORKER_STALLS_TOTAL, Counter, COUNT, &[],
+        "Times the stall watchdog found messages pending on the consumer (or the consumer gone) \
+         but nothing received for stall_after, and re-created the pull subscription."),
     describe(names::OPS_PROGRESS_RATIO, Gauge, None, &[label::COMMAND],
         "How far the running operation command is, from 0 to 1."),
     describe(names::OPS_ITEMS_TOTAL, Counter, COUNT, &[label::COMMAND],

@@ -54,6 +54,9 @@ pub const SYNC_LAG_SECONDS: &str = "cacheflow_sync_lag_seconds";
 pub const CONSUMER_PENDING_MESSAGES: &str = "cacheflow_consumer_pending_messages";
 /// Gauge: messages delivered to workers and not acked yet (from JetStream).
 pub const CONSUMER_ACK_PENDING_MESSAGES: &str = "cacheflow_consumer_ack_pending_messages";
+/// Counter: times the stall watchdog found messages pending on the consumer (or the consumer
+/// gone) but nothing received for `stall_after`, and re-created the pull subscription.
+pub const WORKER_STALLS_TOTAL: &str = "cacheflow_worker_stalls_total";
 
 // ---------------------------------------------------------------------------------------------
 // Operations (backfill, replay, rebuild, verify)
@@ -90,6 +93,7 @@ pub const WORKER: &[&str] = &[
     SYNC_LAG_SECONDS,
     CONSUMER_PENDING_MESSAGES,
     CONSUMER_ACK_PENDING_MESSAGES,
+    WORKER_STALLS_TOTAL,
 ];
 
 /// The operation commands' metrics.
@@ -174,6 +178,6 @@ mod tests {
         let unique: BTreeSet<&str> = listed.iter().copied().collect();
         assert_eq!(listed.len(), unique.len(), "a name is listed twice");
         assert_eq!(unique, declared);
-        assert_eq!(declared.len(), 21);
+        assert_eq!(declared.len(), 22);
     }
 }
