@@ -205,8 +205,8 @@ async fn export_audits(writer: &RedisCacheWriter) {
     match export::read_last(&mut conn, writer.key_prefix(), &collections).await {
         Ok(audits) => {
             for (collection, drift) in collections.iter().zip(audits) {
-                if let Some(drift) = drift {
-                    export::set_gauges(collection, &drift);
+                if let Some((drift, checked)) = drift {
+                    export::set_gauges(collection, &drift, checked);
                 }
             }
         }

@@ -125,6 +125,8 @@ pub const DESCRIPTIONS: &[MetricDescription] = &[
         "Items an operation command processed."),
     describe(names::AUDIT_DRIFT_ENTITIES, Gauge, COUNT, &[label::COLLECTION, label::KIND],
         "Entities the last audit found out of step with the store, by kind of drift."),
+    describe(names::AUDIT_INCONSISTENCY_RATIO, Gauge, None, &[label::COLLECTION],
+        "Drifted / checked entities of the last audit (verify or the sampled background audit)."),
 ];
 
 /// The description of `name`, if it is one of ours.

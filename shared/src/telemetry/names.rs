@@ -68,6 +68,9 @@ pub const OPS_PROGRESS_RATIO: &str = "cacheflow_ops_progress_ratio";
 pub const OPS_ITEMS_TOTAL: &str = "cacheflow_ops_items_total";
 /// Gauge `{collection, kind}` ([`DRIFT_KINDS`]): entities the last audit found out of step.
 pub const AUDIT_DRIFT_ENTITIES: &str = "cacheflow_audit_drift_entities";
+/// Gauge `{collection}`: drifted / checked of the last audit (verify or the sampled background
+/// audit).
+pub const AUDIT_INCONSISTENCY_RATIO: &str = "cacheflow_audit_inconsistency_ratio";
 
 /// The API's metrics.
 pub const API: &[&str] = &[
@@ -97,7 +100,12 @@ pub const WORKER: &[&str] = &[
 ];
 
 /// The operation commands' metrics.
-pub const OPERATIONS: &[&str] = &[OPS_PROGRESS_RATIO, OPS_ITEMS_TOTAL, AUDIT_DRIFT_ENTITIES];
+pub const OPERATIONS: &[&str] = &[
+    OPS_PROGRESS_RATIO,
+    OPS_ITEMS_TOTAL,
+    AUDIT_DRIFT_ENTITIES,
+    AUDIT_INCONSISTENCY_RATIO,
+];
 
 /// Every metric name, API then worker then operations.
 pub fn all() -> impl Iterator<Item = &'static str> {
@@ -178,6 +186,6 @@ mod tests {
         let unique: BTreeSet<&str> = listed.iter().copied().collect();
         assert_eq!(listed.len(), unique.len(), "a name is listed twice");
         assert_eq!(unique, declared);
-        assert_eq!(declared.len(), 22);
+        assert_eq!(declared.len(), 23);
     }
 }
