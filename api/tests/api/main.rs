@@ -16,4 +16,5 @@ mod races;
 mod readiness;
 mod reads;
 mod shutdown;
+mod status;
 mod writes;
