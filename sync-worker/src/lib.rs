@@ -20,11 +20,13 @@
 //!   report.
 //! - [`watchdog`]: reads the consumer info (pending gauges) and re-creates the consumer when
 //!   messages wait but none arrive (a stall), counted in `cacheflow_worker_stalls_total`.
+//! - [`background_audit`]: the sampled audit one worker runs every `audit_interval_secs`.
 //! - [`dlq`]: dead letters on `<subject_prefix>.dlq.<collection>.<stream seq>` with reason headers.
 //! - [`retry`]: unlimited, jittered, shutdown-aware retries (backon) for every external call.
 //! - [`shutdown`]: one cancellation token, cancelled by SIGTERM or Ctrl-C.
 //! - [`stats`]: what a run did (applied, stale, dead-lettered, ...), logged at exit.
 
+pub mod background_audit;
 pub mod batch;
 pub mod cli;
 pub mod consumer;

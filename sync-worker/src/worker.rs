@@ -19,6 +19,7 @@ use futures::{Stream, StreamExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::background_audit;
 use crate::batch::{self, BatchContext, BatchError};
 use crate::consumer;
 use crate::health::{self, Health, PULL_FAILURES_UNREADY};
@@ -158,9 +159,10 @@ pub async fn run_observed(
         shutdown: &shutdown,
         metrics: &metrics,
     };
-    // The audits and the consumer (the watchdog) are polled alongside, until the loop has ended.
+    // The audits and the consumer (the watchdog) are polled alongside, and the background audit
+    // runs, until the loop has ended.
     let polling = shutdown.child_token();
-    let (result, (), ()) = tokio::join!(
+    let (result, (), (), ()) = tokio::join!(
         async {
             let result = consume(&ctx, &consumer, &settings, &health).await;
             polling.cancel();
@@ -168,6 +170,7 @@ pub async fn run_observed(
         },
         metrics.poll_audits(&writer, &polling),
         watchdog::run(&health, &consumer, &js, &settings, &metrics, &polling),
+        background_audit::run(&settings, &pipeline, &writer, &polling),
     );
     // Acks are fire-and-forget publishes: push the last ones out before the process exits.
     if let Err(err) = client.flush().await {

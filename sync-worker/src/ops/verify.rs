@@ -169,12 +169,21 @@ impl Tally {
 
 /// Audits every collection asked for, one after the other.
 pub async fn run(ops: &Ops, args: &VerifyArgs) -> anyhow::Result<Vec<Audit>> {
+    run_as(ops, args, AuditSource::Verify).await
+}
+
+/// [`run`], recording the summary as coming from `source`.
+pub async fn run_as(
+    ops: &Ops,
+    args: &VerifyArgs,
+    source: AuditSource,
+) -> anyhow::Result<Vec<Audit>> {
     let store = ops.store().await?;
     let mut audits = Vec::new();
     for collection in ops.collections(args.collection.as_deref())? {
         audits.push(audit(ops, &store, &collection, args).await?);
     }
-    export::record_summary(ops, AuditSource::Verify, &audits).await?;
+    export::record_summary(ops, source, &audits).await?;
     Ok(audits)
 }
 

@@ -574,3 +574,34 @@ async fn a_running_worker_exports_the_last_audit() {
 fn block_in_place<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_audits_a_sample_in_the_background_and_records_it() {
+    let mut env = TestEnv::new("verify_background").await;
+    let fx = Fixture::with_key_prefix(env.settings.worker.key_prefix.clone()).await;
+    fx.seed(20).await;
+    fx.fill().await;
+    fx.ops
+        .writer
+        .invalidate("places", &["p3".into(), "p7".into()])
+        .await
+        .unwrap();
+    env.settings.store_url = fx.ops.settings.store_url.clone();
+    env.settings.worker.audit_interval_secs = 1;
+    env.settings.worker.audit_sample = 1_000;
+    let worker = env.spawn_worker();
+
+    let summary = eventually("a background audit", || async {
+        let mut conn = fx.redis.clone();
+        let json: Option<String> = conn.get(audit_last_key(fx.key_prefix())).await.ok()?;
+        let summary: AuditSummary = serde_json::from_str(&json?).ok()?;
+        (summary.source == AuditSource::Background).then_some(summary)
+    })
+    .await;
+    assert_eq!((summary.checked, summary.drifted), (20, 2), "{summary:?}");
+    let places = &summary.collections["places"];
+    let listed: BTreeSet<&str> = places.drifted_ids.iter().map(String::as_str).collect();
+    assert_eq!(listed, BTreeSet::from(["p3", "p7"]));
+    assert!((summary.inconsistency_rate - 0.1).abs() < 1e-9);
+    worker.stop().await;
+}
