@@ -34,7 +34,7 @@ use crate::read::Reader;
 use crate::relay::OutboxRelay;
 use crate::routes::{admin, collections, documents, health, reads};
 use crate::shutdown;
-use crate::state::{AppState, StateParts};
+use crate::state::{AppState, PipelineNames, StateParts};
 
 pub struct Application {
     listener: TcpListener,
@@ -83,6 +83,13 @@ impl Application {
             js.clone(),
             settings.stream.subject_prefix.clone(),
         ));
+        let pipeline_names = PipelineNames {
+            jetstream: js.clone(),
+            stream: settings.stream.name.clone(),
+            subject_prefix: settings.stream.subject_prefix.clone(),
+            consumer: settings.worker.consumer.clone(),
+            key_prefix: settings.worker.key_prefix.clone(),
+        };
         let relay = OutboxRelay::new(
             store.clone(),
             publisher,
@@ -111,6 +118,7 @@ impl Application {
             read_settings: settings.reads.clone(),
             admin_enabled: settings.admin_enabled,
             max_event_bytes: settings.limits.max_event_bytes,
+            pipeline_names,
         });
         let limits = Limits::new(&settings.limits);
         Ok(Self {
@@ -217,6 +225,8 @@ pub fn router_and_spec(
         .routes(routes!(reads::near))
         .routes(routes!(reads::top))
         .routes(routes!(admin::invalidate::invalidate))
+        .routes(routes!(admin::status::status))
+        .routes(routes!(admin::audit::audit))
         .split_for_parts();
     crate::openapi::document_guards(&mut spec);
     let json = Arc::new(

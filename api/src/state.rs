@@ -25,6 +25,22 @@ pub struct StateParts<'a> {
     pub admin_enabled: bool,
     /// The largest event the stream accepts (`limits.max_event_bytes`).
     pub max_event_bytes: usize,
+    /// Where `GET /v1/admin/status` reads the pipeline's state.
+    pub pipeline_names: PipelineNames,
+}
+
+/// The names of the pipeline's parts outside the API, for the operator status.
+#[derive(Debug, Clone)]
+pub struct PipelineNames {
+    pub jetstream: async_nats::jetstream::Context,
+    /// `stream.name`.
+    pub stream: String,
+    /// `stream.subject_prefix`: dead letters are `<prefix>.dlq.<collection>.<seq>`.
+    pub subject_prefix: String,
+    /// `worker.consumer`.
+    pub consumer: String,
+    /// `worker.key_prefix`: the status keys (audit, heartbeats) live under it.
+    pub key_prefix: String,
 }
 
 #[derive(Clone)]
@@ -43,6 +59,7 @@ struct Inner {
     read_settings: ReadSettings,
     admin_enabled: bool,
     max_event_bytes: usize,
+    pipeline_names: PipelineNames,
 }
 
 impl AppState {
@@ -58,6 +75,7 @@ impl AppState {
             read_settings,
             admin_enabled,
             max_event_bytes,
+            pipeline_names,
         } = parts;
         let collections = pipeline
             .collections()
@@ -75,12 +93,24 @@ impl AppState {
                 read_settings,
                 admin_enabled,
                 max_event_bytes,
+                pipeline_names,
             }),
         }
     }
 
     pub fn max_event_bytes(&self) -> usize {
         self.inner.max_event_bytes
+    }
+
+    pub fn pipeline_names(&self) -> &PipelineNames {
+        &self.inner.pipeline_names
+    }
+
+    /// The pipeline's collection names, sorted.
+    pub fn collection_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.inner.collections.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
     }
 
     pub fn collection(&self, name: &str) -> Option<Arc<Collection>> {

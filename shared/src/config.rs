@@ -249,6 +249,17 @@ pub struct WorkerSettings {
     /// Backoff between retries of a failed Redis apply or NATS call (capped, jittered).
     pub retry_min_ms: u64,
     pub retry_max_ms: u64,
+    /// The stall watchdog: messages waiting on the consumer (or the consumer gone) while this
+    /// worker received nothing for this long makes it re-create the consumer and its pulls,
+    /// count `cacheflow_worker_stalls_total` and answer `/readyz` with 503 until messages flow.
+    pub stall_after_secs: u64,
+    /// The sampled background audit: every this many seconds one worker (a Redis lock picks it)
+    /// compares `audit_sample` random live documents of each collection with Redis, like
+    /// `verify --sample`, and records the result (`cacheflow:audit:last`, the drift and
+    /// inconsistency gauges). 0 turns it off.
+    pub audit_interval_secs: u64,
+    /// Entities per collection each background audit checks.
+    pub audit_sample: u64,
 }
 
 /// The API's read side. Reads use the same Redis key prefix as the workers (`worker.key_prefix`).
@@ -303,11 +314,23 @@ impl Default for WorkerSettings {
             key_prefix: String::new(),
             retry_min_ms: 50,
             retry_max_ms: 5_000,
+            stall_after_secs: 60,
+            audit_interval_secs: 300,
+            audit_sample: 1_000,
         }
     }
 }
 
 impl WorkerSettings {
+    /// `None` when the background audit is off.
+    pub fn audit_interval(&self) -> Option<Duration> {
+        (self.audit_interval_secs > 0).then(|| Duration::from_secs(self.audit_interval_secs))
+    }
+
+    pub fn stall_after(&self) -> Duration {
+        Duration::from_secs(self.stall_after_secs)
+    }
+
     pub fn fetch_wait(&self) -> Duration {
         Duration::from_millis(self.fetch_wait_ms)
     }
@@ -482,6 +505,8 @@ impl Settings {
         )?;
         positive("worker.fetch_wait_ms", self.worker.fetch_wait_ms)?;
         positive("worker.ack_wait_secs", self.worker.ack_wait_secs)?;
+        positive("worker.stall_after_secs", self.worker.stall_after_secs)?;
+        positive("worker.audit_sample", self.worker.audit_sample)?;
         positive("worker.tombstone_ttl_secs", self.worker.tombstone_ttl_secs)?;
         positive("reads.negative_ttl_ms", self.reads.negative_ttl_ms)?;
         positive("reads.max_batch_ids", self.reads.max_batch_ids as u64)?;

@@ -11,6 +11,10 @@ use time::OffsetDateTime;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// Operator commands: print the summary as one JSON document on stdout instead of text
+    /// lines (logs and progress go to stderr either way).
+    #[arg(long, global = true)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
@@ -98,6 +102,9 @@ pub struct VerifyArgs {
     /// Entities compared per round trip.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub batch: u64,
+    /// How many drifted ids to list per collection (in the summary and the audit record).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub list: u64,
 }
 
 fn parse_rfc3339(text: &str) -> Result<OffsetDateTime, String> {

@@ -14,21 +14,30 @@
 //! - [`consumer`]: the durable pull consumer's configuration and one bounded fetch.
 //! - [`batch`]: one batch from messages to acks; the only place that acks.
 //! - [`metrics`]: the worker's Prometheus metrics (outcomes, retries, batches, sync lag, consumer
-//!   pending counts); [`run_with_metrics`] serves them on `METRICS_ADDR`.
+//!   pending counts); [`run_with_metrics`] serves them on `METRICS_ADDR`, with the health
+//!   endpoints.
+//! - [`health`]: what `/healthz` and `/readyz` answer, from what the loop and the watchdog
+//!   report.
+//! - [`watchdog`]: reads the consumer info (pending gauges) and re-creates the consumer when
+//!   messages wait but none arrive (a stall), counted in `cacheflow_worker_stalls_total`.
+//! - [`background_audit`]: the sampled audit one worker runs every `audit_interval_secs`.
 //! - [`dlq`]: dead letters on `<subject_prefix>.dlq.<collection>.<stream seq>` with reason headers.
 //! - [`retry`]: unlimited, jittered, shutdown-aware retries (backon) for every external call.
 //! - [`shutdown`]: one cancellation token, cancelled by SIGTERM or Ctrl-C.
 //! - [`stats`]: what a run did (applied, stale, dead-lettered, ...), logged at exit.
 
+pub mod background_audit;
 pub mod batch;
 pub mod cli;
 pub mod consumer;
 pub mod dlq;
+pub mod health;
 pub mod metrics;
 pub mod ops;
 pub mod retry;
 pub mod shutdown;
 pub mod stats;
+pub mod watchdog;
 pub mod worker;
 
 #[cfg(test)]
@@ -36,4 +45,4 @@ mod apply_tests;
 #[cfg(test)]
 mod generation_tests;
 
-pub use worker::{run, run_with_metrics, WorkerError};
+pub use worker::{run, run_observed, run_with_metrics, WorkerError};

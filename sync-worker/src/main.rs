@@ -29,7 +29,7 @@ async fn main() -> ExitCode {
         eprintln!("cannot install the signal handlers: {err}");
         return ExitCode::FAILURE;
     }
-    match start(cli.command(), token).await {
+    match start(cli.command(), cli.json, token).await {
         Ok(code) => code,
         Err(err) => {
             tracing::error!(error = format!("{err:#}"), "sync worker failed");
@@ -39,9 +39,14 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn start(command: Command, token: CancellationToken) -> anyhow::Result<ExitCode> {
+async fn start(command: Command, json: bool, token: CancellationToken) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(Role::Worker)?;
-    telemetry::init(&settings.log);
+    // An operator command's stdout is its summary, for scripts: its logs go to stderr.
+    let output = match command {
+        Command::Run => telemetry::Output::Stdout,
+        _ => telemetry::Output::Stderr,
+    };
+    telemetry::init_to(&settings.log, output);
     let pipeline = Pipeline::load(&settings.pipeline_config).with_context(|| {
         format!(
             "loading the pipeline from {}",
@@ -60,12 +65,14 @@ async fn start(command: Command, token: CancellationToken) -> anyhow::Result<Exi
                     )
                 })?;
             let deadline = settings.shutdown.deadline();
-            let run = cacheflow_sync_worker::run_with_metrics(
+            // Boxed: inline, the worker's future is deep enough to overflow the compiler's
+            // layout query depth.
+            let run = Box::pin(cacheflow_sync_worker::run_with_metrics(
                 settings,
                 Arc::new(pipeline),
                 metrics,
                 token.clone(),
-            );
+            ));
             match shutdown::finish_within(run, &token, deadline).await {
                 Some(result) => {
                     result?;
@@ -81,7 +88,7 @@ async fn start(command: Command, token: CancellationToken) -> anyhow::Result<Exi
         command => {
             let metrics = serve_ops_metrics(settings.metrics_addr).await;
             let ops = Ops::connect(settings, Arc::new(pipeline), token).await?;
-            let code = report::run(&ops, command).await;
+            let code = report::run(&ops, command, json).await;
             metrics.cancel();
             code
         }

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{Info, PullConsumer};
+use async_nats::jetstream::consumer::Info;
 use cacheflow_shared::cache::{ApplyOutcome, RedisCacheWriter};
 use cacheflow_shared::pipeline::Pipeline;
 use cacheflow_shared::telemetry::names::{self, label, UNKNOWN_COLLECTION};
@@ -132,6 +132,7 @@ impl WorkerMetrics {
                 (collection.to_owned(), histogram)
             })
             .collect();
+        counter!(names::WORKER_STALLS_TOTAL).increment(0);
         for reason in [Dependency::Redis, Dependency::Nats] {
             // Registered at zero: a retry counter that appears only on the first outage makes
             // `rate()` miss that first increase.
@@ -176,31 +177,18 @@ impl WorkerMetrics {
         self.consumer_ack_pending.set(info.num_ack_pending as f64);
     }
 
-    /// Reads the consumer's info every [`CONSUMER_POLL_INTERVAL`] (the first at once) into the
-    /// pending gauges, and the last audit of each collection (one `HGETALL` each, one round
-    /// trip, through `audits`' connection) into `cacheflow_audit_drift_entities`, until `stop` is
-    /// cancelled. A failed read keeps the last values: the outage shows in the retry counters
-    /// and logs.
-    pub async fn poll_consumer(
-        &self,
-        consumer: &PullConsumer,
-        audits: &RedisCacheWriter,
-        stop: &CancellationToken,
-    ) {
+    /// Reads the last audit of each collection every [`CONSUMER_POLL_INTERVAL`] (the first at
+    /// once; one `HGETALL` each, one round trip, through `audits`' connection) into
+    /// `cacheflow_audit_drift_entities`, until `stop` is cancelled. A failed read keeps the last
+    /// values: the outage shows in the retry counters and logs. (The consumer's pending counts
+    /// are read by the [`watchdog`](crate::watchdog), which also needs them.)
+    pub async fn poll_audits(&self, audits: &RedisCacheWriter, stop: &CancellationToken) {
         let mut ticks = tokio::time::interval(CONSUMER_POLL_INTERVAL);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
                 _ = ticks.tick() => {}
-            }
-            let info = tokio::select! {
-                () = stop.cancelled() => return,
-                info = consumer.get_info() => info,
-            };
-            match info {
-                Ok(info) => self.consumer(&info),
-                Err(err) => tracing::debug!(error = %err, "reading the consumer info failed"),
             }
             tokio::select! {
                 () = stop.cancelled() => return,
@@ -217,8 +205,8 @@ async fn export_audits(writer: &RedisCacheWriter) {
     match export::read_last(&mut conn, writer.key_prefix(), &collections).await {
         Ok(audits) => {
             for (collection, drift) in collections.iter().zip(audits) {
-                if let Some(drift) = drift {
-                    export::set_gauges(collection, &drift);
+                if let Some((drift, checked)) = drift {
+                    export::set_gauges(collection, &drift, checked);
                 }
             }
         }

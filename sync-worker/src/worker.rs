@@ -19,11 +19,14 @@ use futures::{Stream, StreamExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::background_audit;
 use crate::batch::{self, BatchContext, BatchError};
 use crate::consumer;
+use crate::health::{self, Health, PULL_FAILURES_UNREADY};
 use crate::metrics::{self, Dependency, WorkerMetrics};
 use crate::retry;
 use crate::stats::Stats;
+use crate::watchdog;
 
 /// The NATS client name (visible in the server's connection list).
 const CLIENT_NAME: &str = "cacheflow-sync-worker";
@@ -39,8 +42,9 @@ pub enum WorkerError {
     Cache(#[from] cacheflow_shared::cache::CacheError),
 }
 
-/// What the binary runs: [`run`], with the Prometheus recorder installed and `GET /metrics`
-/// served on `metrics_listener` until the run ends.
+/// What the binary runs: [`run`], with the Prometheus recorder installed and `GET /metrics`,
+/// `GET /healthz` and `GET /readyz` (see [`health`]) served on `metrics_listener` until the run
+/// ends.
 pub async fn run_with_metrics(
     settings: Settings,
     pipeline: Arc<Pipeline>,
@@ -54,12 +58,15 @@ pub async fn run_with_metrics(
     }
     // Its own token: a run ending with an error must stop the endpoint too.
     let stop_serving = shutdown.child_token();
-    let server = tokio::spawn(telemetry::serve_metrics(
-        metrics_listener,
-        handle,
-        stop_serving.clone(),
-    ));
-    let result = run(settings, pipeline, shutdown).await;
+    let health = Health::new();
+    let routes = telemetry::metrics::router(handle).merge(health::router(health.clone()));
+    let stop = stop_serving.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(metrics_listener, routes)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+    });
+    let result = run_observed(settings, pipeline, health, shutdown).await;
     stop_serving.cancel();
     match server.await {
         Ok(Ok(())) => {}
@@ -75,6 +82,16 @@ pub async fn run_with_metrics(
 pub async fn run(
     settings: Settings,
     pipeline: Arc<Pipeline>,
+    shutdown: CancellationToken,
+) -> Result<Stats, WorkerError> {
+    run_observed(settings, pipeline, Health::new(), shutdown).await
+}
+
+/// [`run`], reporting to `health` (what `/readyz` and the stall watchdog read).
+pub async fn run_observed(
+    settings: Settings,
+    pipeline: Arc<Pipeline>,
+    health: Arc<Health>,
     shutdown: CancellationToken,
 ) -> Result<Stats, WorkerError> {
     let backoff = retry::forever(&settings.worker);
@@ -120,6 +137,12 @@ pub async fn run(
         }
         Err(err) => return Err(err.into()),
     };
+    health.bound();
+    health.connected(
+        client.clone(),
+        writer.connection(),
+        settings.redis.timeout(),
+    );
     tracing::info!(
         stream = %settings.stream.name,
         consumer = %settings.worker.consumer,
@@ -136,15 +159,18 @@ pub async fn run(
         shutdown: &shutdown,
         metrics: &metrics,
     };
-    // The consumer's pending counts are polled alongside, until the loop has ended.
+    // The audits and the consumer (the watchdog) are polled alongside, and the background audit
+    // runs, until the loop has ended.
     let polling = shutdown.child_token();
-    let (result, ()) = tokio::join!(
+    let (result, (), (), ()) = tokio::join!(
         async {
-            let result = consume(&ctx, &consumer, &settings).await;
+            let result = consume(&ctx, &consumer, &settings, &health).await;
             polling.cancel();
             result
         },
-        metrics.poll_consumer(&consumer, &writer, &polling),
+        metrics.poll_audits(&writer, &polling),
+        watchdog::run(&health, &consumer, &js, &settings, &metrics, &polling),
+        background_audit::run(&settings, &pipeline, &writer, &polling),
     );
     // Acks are fire-and-forget publishes: push the last ones out before the process exits.
     if let Err(err) = client.flush().await {
@@ -168,18 +194,20 @@ async fn consume(
     ctx: &BatchContext<'_>,
     consumer: &jetstream::consumer::PullConsumer,
     settings: &Settings,
+    health: &Health,
 ) -> Result<Stats, WorkerError> {
     // Up to `batches_in_flight` batches are processed concurrently, and the next fetch starts as
     // soon as one finishes: Redis executes one batch's commands while the worker fetches, decodes
     // and plans the others (measured: two batches about 2x the throughput of one; four about
     // 1.2x that of two, as a batch's transactions take two round trips per chunk). Their order
     // does not matter: the version check makes every interleaving converge.
-    let processed = batches(ctx, consumer, settings)
+    let processed = batches(ctx, consumer, settings, health)
         .map(|messages| batch::process(ctx, messages))
         .buffer_unordered(settings.worker.batches_in_flight);
     let mut processed = std::pin::pin!(processed);
     let mut total = Stats::default();
     while let Some(result) = processed.next().await {
+        health.batch_done();
         match result {
             Ok(stats) => total.add(&stats),
             // Shutdown while Redis is down: the other batch in flight ends the same way, and
@@ -194,29 +222,48 @@ async fn consume(
 /// Non-empty fetched batches until shutdown. Shutdown is checked only between fetches: a fetch is
 /// never abandoned midway (its messages would sit unacked until ack_wait), and it lasts at most
 /// `fetch_wait`.
+///
+/// A pull the watchdog gave up on ([`Health::resubscribed`]) is abandoned: its messages, if any
+/// arrive, are redelivered after `ack_wait`.
 fn batches<'a>(
     ctx: &'a BatchContext<'_>,
     consumer: &'a jetstream::consumer::PullConsumer,
     settings: &'a Settings,
+    health: &'a Health,
 ) -> impl Stream<Item = Vec<jetstream::Message>> + 'a {
     let wait = settings.worker.fetch_wait();
     futures::stream::unfold(ctx.backoff.build(), move |mut failures| async move {
         while !ctx.shutdown.is_cancelled() {
-            let fetched = match consumer::fetch(consumer, settings.worker.batch_size, wait).await {
+            let fetch = consumer::fetch(consumer, settings.worker.batch_size, wait);
+            let fetched = tokio::select! {
+                fetched = fetch => fetched,
+                () = health.resubscribed() => continue,
+            };
+            let fetched = match fetched {
                 Ok(fetched) => fetched,
                 Err(err) => {
                     let delay = failures.next().unwrap_or(settings.worker.retry_max());
                     metrics::retried(Dependency::Nats);
+                    health.pull_failed(err.to_string());
                     tracing::warn!(error = %err, retry_in = ?delay, "pull request failed; retrying");
                     pause(ctx.shutdown, delay).await;
                     continue;
                 }
             };
-            if let Some(err) = &fetched.error {
-                tracing::debug!(error = %err, received = fetched.messages.len(), "pull ended early");
-            }
             if !fetched.messages.is_empty() {
+                health.received();
                 return Some((fetched.messages, ctx.backoff.build()));
+            }
+            let error = fetched.error.as_ref().map(ToString::to_string);
+            let failed = health.pull_ended(error.clone());
+            if let Some(error) = error {
+                // Once in a while (max ack pending reached, a reconnect) is normal; a run of
+                // them means the pulls reach no consumer, which must not stay a debug line.
+                if failed % (PULL_FAILURES_UNREADY * 10) == PULL_FAILURES_UNREADY {
+                    tracing::warn!(%error, failed, "pull requests keep failing; /readyz reports the consumer down");
+                } else {
+                    tracing::debug!(%error, "pull ended early");
+                }
             }
             if fetched.took < wait / 2 {
                 pause(ctx.shutdown, REFUSED_PULL_PAUSE).await;

@@ -27,6 +27,32 @@ pub async fn healthz() -> Json<Value> {
     )
 )]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let Dependencies { store, redis, nats } = dependencies(&state).await;
+    let ready = store.is_ok() && redis.is_ok() && nats.is_ok();
+    let show = |r: Result<(), String>| match r {
+        Ok(()) => json!({ "status": "up" }),
+        Err(error) => json!({ "status": "down", "error": error }),
+    };
+    let body = json!({
+        "status": if ready { "ready" } else { "unavailable" },
+        "checks": { "store": show(store), "redis": show(redis), "nats": show(nats) },
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body))
+}
+
+/// Whether each dependency answers (`Err` says why not), probed at once.
+pub(crate) struct Dependencies {
+    pub store: Result<(), String>,
+    pub redis: Result<(), String>,
+    pub nats: Result<(), String>,
+}
+
+pub(crate) async fn dependencies(state: &AppState) -> Dependencies {
     let timeout = state.dependency_timeout();
     let store = probe(timeout, async {
         state.store().ping().await.map_err(|e| e.to_string())
@@ -46,27 +72,14 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         }
     };
     let (store, redis, nats) = tokio::join!(store, redis, nats);
-    let ready = store.is_ok() && redis.is_ok() && nats.is_ok();
-    let show = |r: Result<(), String>| match r {
-        Ok(()) => json!({ "status": "up" }),
-        Err(error) => json!({ "status": "down", "error": error }),
-    };
-    let body = json!({
-        "status": if ready { "ready" } else { "unavailable" },
-        "checks": { "store": show(store), "redis": show(redis), "nats": show(nats) },
-    });
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(body))
+    Dependencies { store, redis, nats }
 }
 
-async fn probe(
+/// Runs `check` within `timeout`; a late answer is an error naming the timeout.
+pub(crate) async fn probe<T>(
     timeout: std::time::Duration,
-    check: impl Future<Output = Result<(), String>>,
-) -> Result<(), String> {
+    check: impl Future<Output = Result<T, String>>,
+) -> Result<T, String> {
     tokio::time::timeout(timeout, check)
         .await
         .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")))

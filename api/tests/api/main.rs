@@ -17,4 +17,5 @@ mod races;
 mod readiness;
 mod reads;
 mod shutdown;
+mod status;
 mod writes;

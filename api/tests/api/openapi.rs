@@ -89,6 +89,8 @@ async fn the_openapi_document_matches_the_router() {
             "delete /v1/{collection}/{id}",
             "get /healthz",
             "get /readyz",
+            "get /v1/admin/audit",
+            "get /v1/admin/status",
             "get /v1/collections",
             "get /v1/collections/{collection}",
             "get /v1/{collection}",

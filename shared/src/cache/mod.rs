@@ -8,10 +8,12 @@
 //!   can never be applied* (dead-letter it) from *stop*.
 //! - [`redis`]: the Redis adapter, a Lua script (loaded once, run by SHA, pipelined) that applies
 //!   a plan atomically per entity and only if the event's version is newer than the cached one.
+//! - [`status`]: the operator status kept in Redis: the last audit summary and the heartbeats.
 
 pub mod error;
 pub mod plan;
 pub mod redis;
+pub mod status;
 
 use async_trait::async_trait;
 

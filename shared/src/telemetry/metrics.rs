@@ -116,12 +116,17 @@ pub const DESCRIPTIONS: &[MetricDescription] = &[
     describe(names::CONSUMER_ACK_PENDING_MESSAGES, Gauge, COUNT, &[],
         "Messages delivered to sync workers and not acknowledged yet (JetStream consumer info, \
          polled by each worker)."),
+    describe(names::WORKER_STALLS_TOTAL, Counter, COUNT, &[],
+        "Times the stall watchdog found messages pending on the consumer (or the consumer gone) \
+         but nothing received for stall_after, and re-created the pull subscription."),
     describe(names::OPS_PROGRESS_RATIO, Gauge, None, &[label::COMMAND],
         "How far the running operation command is, from 0 to 1."),
     describe(names::OPS_ITEMS_TOTAL, Counter, COUNT, &[label::COMMAND],
         "Items an operation command processed."),
     describe(names::AUDIT_DRIFT_ENTITIES, Gauge, COUNT, &[label::COLLECTION, label::KIND],
         "Entities the last audit found out of step with the store, by kind of drift."),
+    describe(names::AUDIT_INCONSISTENCY_RATIO, Gauge, None, &[label::COLLECTION],
+        "Drifted / checked entities of the last audit (verify or the sampled background audit)."),
 ];
 
 /// The description of `name`, if it is one of ours.

@@ -25,9 +25,36 @@ use tracing_subscriber::EnvFilter;
 use crate::config::LogSettings;
 use request_log::RequestLines;
 
-/// Installs the global subscriber. Calling it twice is harmless (the second call is ignored), so
-/// tests may call it freely.
+/// Installs the global subscriber, writing to stdout. Calling it twice is harmless (the second
+/// call is ignored), so tests may call it freely.
 pub fn init(settings: &LogSettings) {
+    init_to(settings, Output::Stdout);
+}
+
+/// Where log lines go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// The services: their logs are their output.
+    Stdout,
+    /// Operator commands: stdout carries the summary a script reads, logs go beside it.
+    Stderr,
+}
+
+/// [`init`], writing to `output`.
+pub fn init_to(settings: &LogSettings, output: Output) {
+    // Colours only on a terminal: in a log file or a collector they are escape-code noise, and
+    // styling every span's fields costs each request a little.
+    match output {
+        Output::Stdout => install(settings, std::io::stdout, std::io::stdout().is_terminal()),
+        Output::Stderr => install(settings, std::io::stderr, std::io::stderr().is_terminal()),
+    }
+}
+
+/// Generic over the writer so that a service's log line costs no boxed writer.
+fn install<W>(settings: &LogSettings, writer: W, ansi: bool)
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.filter))
         .unwrap_or_else(|_| EnvFilter::new("info"));
@@ -38,18 +65,15 @@ pub fn init(settings: &LogSettings) {
                 tracing_subscriber::fmt::layer()
                     .json()
                     .with_current_span(true)
-                    .with_writer(RequestLines::new(std::io::stdout, true)),
+                    .with_writer(RequestLines::new(writer, true)),
             )
             .try_init()
     } else {
-        // Colours only on a terminal: in a log file or a collector they are escape-code noise,
-        // and styling every span's fields costs each request a little.
-        let ansi = std::io::stdout().is_terminal();
         registry
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_ansi(ansi)
-                    .with_writer(RequestLines::new(std::io::stdout, false)),
+                    .with_writer(RequestLines::new(writer, false)),
             )
             .try_init()
     };

@@ -54,6 +54,9 @@ pub const SYNC_LAG_SECONDS: &str = "cacheflow_sync_lag_seconds";
 pub const CONSUMER_PENDING_MESSAGES: &str = "cacheflow_consumer_pending_messages";
 /// Gauge: messages delivered to workers and not acked yet (from JetStream).
 pub const CONSUMER_ACK_PENDING_MESSAGES: &str = "cacheflow_consumer_ack_pending_messages";
+/// Counter: times the stall watchdog found messages pending on the consumer (or the consumer
+/// gone) but nothing received for `stall_after`, and re-created the pull subscription.
+pub const WORKER_STALLS_TOTAL: &str = "cacheflow_worker_stalls_total";
 
 // ---------------------------------------------------------------------------------------------
 // Operations (backfill, replay, rebuild, verify)
@@ -65,6 +68,9 @@ pub const OPS_PROGRESS_RATIO: &str = "cacheflow_ops_progress_ratio";
 pub const OPS_ITEMS_TOTAL: &str = "cacheflow_ops_items_total";
 /// Gauge `{collection, kind}` ([`DRIFT_KINDS`]): entities the last audit found out of step.
 pub const AUDIT_DRIFT_ENTITIES: &str = "cacheflow_audit_drift_entities";
+/// Gauge `{collection}`: drifted / checked of the last audit (verify or the sampled background
+/// audit).
+pub const AUDIT_INCONSISTENCY_RATIO: &str = "cacheflow_audit_inconsistency_ratio";
 
 /// The API's metrics.
 pub const API: &[&str] = &[
@@ -90,10 +96,16 @@ pub const WORKER: &[&str] = &[
     SYNC_LAG_SECONDS,
     CONSUMER_PENDING_MESSAGES,
     CONSUMER_ACK_PENDING_MESSAGES,
+    WORKER_STALLS_TOTAL,
 ];
 
 /// The operation commands' metrics.
-pub const OPERATIONS: &[&str] = &[OPS_PROGRESS_RATIO, OPS_ITEMS_TOTAL, AUDIT_DRIFT_ENTITIES];
+pub const OPERATIONS: &[&str] = &[
+    OPS_PROGRESS_RATIO,
+    OPS_ITEMS_TOTAL,
+    AUDIT_DRIFT_ENTITIES,
+    AUDIT_INCONSISTENCY_RATIO,
+];
 
 /// Every metric name, API then worker then operations.
 pub fn all() -> impl Iterator<Item = &'static str> {
@@ -174,6 +186,6 @@ mod tests {
         let unique: BTreeSet<&str> = listed.iter().copied().collect();
         assert_eq!(listed.len(), unique.len(), "a name is listed twice");
         assert_eq!(unique, declared);
-        assert_eq!(declared.len(), 21);
+        assert_eq!(declared.len(), 23);
     }
 }

@@ -34,6 +34,7 @@ mod scan;
 
 use std::sync::Arc;
 
+use cacheflow_shared::cache::status::AuditSource;
 use cacheflow_shared::store::DocumentStore;
 
 use super::progress::{Progress, Summary};
@@ -125,7 +126,17 @@ pub struct Audit {
     /// Live documents the projections refuse (logged one by one): the workers dead-letter their
     /// events, so the cache cannot hold them; not drift.
     pub rejected: u64,
+    /// The first drifted ids (at most `--list`) of what is left: found, or with `--repair` what
+    /// the re-check still found.
+    pub drifted_ids: Vec<String>,
     pub summary: Summary,
+}
+
+impl Audit {
+    /// The drift left after the run.
+    pub fn left(&self) -> Drift {
+        self.remaining.unwrap_or(self.found)
+    }
 }
 
 /// Counts of one run of the passes.
@@ -134,15 +145,45 @@ struct Tally {
     drift: Drift,
     checked: u64,
     rejected: u64,
+    drifted_ids: Vec<String>,
+    /// How many drifted ids to keep.
+    list: usize,
+}
+
+impl Tally {
+    fn new(list: usize) -> Self {
+        Self {
+            list,
+            ..Self::default()
+        }
+    }
+
+    /// Counts one drifted entity, keeping its id among the first `list`.
+    fn found(&mut self, kind: Kind, id: &str) {
+        self.drift.add(kind);
+        if self.drifted_ids.len() < self.list {
+            self.drifted_ids.push(id.to_owned());
+        }
+    }
 }
 
 /// Audits every collection asked for, one after the other.
 pub async fn run(ops: &Ops, args: &VerifyArgs) -> anyhow::Result<Vec<Audit>> {
+    run_as(ops, args, AuditSource::Verify).await
+}
+
+/// [`run`], recording the summary as coming from `source`.
+pub async fn run_as(
+    ops: &Ops,
+    args: &VerifyArgs,
+    source: AuditSource,
+) -> anyhow::Result<Vec<Audit>> {
     let store = ops.store().await?;
     let mut audits = Vec::new();
     for collection in ops.collections(args.collection.as_deref())? {
         audits.push(audit(ops, &store, &collection, args).await?);
     }
+    export::record_summary(ops, source, &audits).await?;
     Ok(audits)
 }
 
@@ -157,13 +198,14 @@ async fn audit(
     // The re-check after a repair draws the same sample (the seed), so it looks at the entities
     // that were repaired.
     let seed = sample::seed();
-    let (found, summary) = passes(&ctx, args.sample, seed, args.repair, collection).await?;
-    let remaining = if args.repair {
+    let list = args.list as usize;
+    let (found, summary) = passes(&ctx, args.sample, seed, args.repair, list, collection).await?;
+    let (remaining, drifted_ids) = if args.repair {
         let label = format!("{collection} (re-check)");
-        let (left, _) = passes(&ctx, args.sample, seed, false, label).await?;
-        Some(left.drift)
+        let (left, _) = passes(&ctx, args.sample, seed, false, list, label).await?;
+        (Some(left.drift), left.drifted_ids)
     } else {
-        None
+        (None, found.drifted_ids)
     };
     let now = ops.generations(collection).await?.active;
     if now != generation {
@@ -181,6 +223,7 @@ async fn audit(
         found: found.drift,
         remaining,
         rejected: found.rejected,
+        drifted_ids,
         summary,
     };
     export::record(ops, &audit, args.sample).await?;
@@ -195,6 +238,7 @@ async fn passes(
     sample: Option<u64>,
     seed: u64,
     repair: bool,
+    list: usize,
     label: impl Into<String>,
 ) -> anyhow::Result<(Tally, Summary)> {
     let total = retry_transient(&ctx.ops.settings, "counting the store's documents", || {
@@ -202,7 +246,7 @@ async fn passes(
     })
     .await?;
     let mut progress = Progress::start("verify", label, Some(total));
-    let mut tally = Tally::default();
+    let mut tally = Tally::new(list);
     // A sample compares store entities only: stray members and orphans are found by visiting
     // every index member and meta, which is what a sample is meant to avoid.
     let full = sample.is_none();

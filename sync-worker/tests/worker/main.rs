@@ -10,6 +10,8 @@
 //! - `processes`: the real binary: SIGKILL mid-run, three workers on one consumer, SIGTERM.
 //! - `ops`: backfill, replay and rebuild (backfill under live events, replay after a flush, a
 //!   generation switch under a reader running flat out, a killed backfill resumed).
+//! - `stalls`: the stall watchdog re-creates a consumer that vanished under a running worker;
+//!   `/readyz` names a dependency that is down.
 //! - `observability`: the real binary's `/metrics` after a workload with outages: every worker
 //!   metric (and every one a dashboard uses), values that match, `promtool check metrics` clean.
 
@@ -25,4 +27,5 @@ mod ops;
 mod outages;
 mod processes;
 mod projections;
+mod stalls;
 mod verify;

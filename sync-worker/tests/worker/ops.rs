@@ -134,6 +134,7 @@ async fn assert_no_drift(ops: &Ops) {
         sample: None,
         repair: false,
         batch: 500,
+        list: 10,
     };
     let audits = verify::run(ops, &args).await.expect("a verify run");
     for audit in &audits {

@@ -5,11 +5,12 @@
 //! is recorded, and the real binary's exit codes and summary, and a running worker's re-export
 //! of the drift gauge.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
 use cacheflow_shared::cache::redis::generations;
+use cacheflow_shared::cache::status::{audit_last_key, AuditSource, AuditSummary};
 use cacheflow_shared::cache::{KeyLayout, ABSENT_MARKER};
 use cacheflow_shared::config::{Role, Settings, SqliteSynchronous};
 use cacheflow_shared::event::Event;
@@ -129,6 +130,7 @@ impl Fixture {
             sample,
             repair,
             batch: 7,
+            list: 10,
         };
         let mut audits = verify::run(&self.ops, &args).await.expect("verify runs");
         assert_eq!(audits.len(), 1);
@@ -167,6 +169,15 @@ impl Fixture {
             got.remove(&layout.key(key));
         }
         assert_same(&got, &want);
+    }
+
+    async fn audit_summary(&self) -> AuditSummary {
+        let mut conn = self.redis.clone();
+        let json: String = conn
+            .get(audit_last_key(self.key_prefix()))
+            .await
+            .expect("the audit summary is recorded");
+        serde_json::from_str(&json).expect("an audit summary")
     }
 
     async fn audit_hash(&self) -> HashMap<String, String> {
@@ -303,6 +314,34 @@ async fn each_kind_of_drift_is_found_once_and_repair_restores_the_projection() {
         (hash["missing"].as_str(), hash["orphaned"].as_str()),
         ("4", "4")
     );
+    // The first 10 drifted ids are listed, each once, and the summary record says the same.
+    let drifted: BTreeSet<&str> = [
+        "p0", "p1", "p2", "p10", "p3", "p4", "p5", "p6", "ghost", "ghost2", "ghost3", "p7", "p8",
+        "p9",
+    ]
+    .into();
+    let listed: BTreeSet<&str> = audit.drifted_ids.iter().map(String::as_str).collect();
+    assert_eq!(
+        (audit.drifted_ids.len(), listed.len()),
+        (10, 10),
+        "{listed:?}"
+    );
+    assert!(listed.is_subset(&drifted), "{listed:?}");
+    let summary = fx.audit_summary().await;
+    assert_eq!(summary.source, AuditSource::Verify);
+    assert_eq!((summary.checked, summary.drifted), (39, 14));
+    assert!((summary.inconsistency_rate - 14.0 / 39.0).abs() < 1e-9);
+    let places = &summary.collections["places"];
+    assert_eq!(
+        (
+            places.missing,
+            places.stale,
+            places.orphaned,
+            places.wrong_index
+        ),
+        (4, 3, 4, 3)
+    );
+    assert_eq!(places.drifted_ids, audit.drifted_ids);
 
     let repaired = fx.verify(None, true).await;
     assert_eq!((repaired.found, repaired.remaining), (want, Some(clean())));
@@ -311,6 +350,9 @@ async fn each_kind_of_drift_is_found_once_and_repair_restores_the_projection() {
         (hash["missing"].as_str(), hash["repaired"].as_str()),
         ("0", "14")
     );
+    let summary = fx.audit_summary().await;
+    assert_eq!((summary.drifted, summary.inconsistency_rate), (0, 0.0));
+    assert!(summary.collections["places"].drifted_ids.is_empty());
     assert_eq!(fx.verify(None, false).await.found, clean());
 
     // Exactly the projection of the store, p6's tombstone included; the absent marker stays.
@@ -437,6 +479,26 @@ async fn the_binary_exits_2_on_drift_and_0_once_repaired() {
             && stdout.contains("1 missing, 0 stale, 0 orphaned, 0 wrong index"),
         "{stdout}"
     );
+    assert!(stdout.contains("verify places: drifted: p4\n"), "{stdout}");
+    // Stdout is the summary alone; the logs went to stderr.
+    assert!(stdout.lines().all(|l| l.starts_with("verify ")), "{stdout}");
+    assert!(stderr.contains("pass done"), "{stderr}");
+
+    let as_json = block_in_place(|| run_verify(&fx, &["--json"]));
+    let (stdout, stderr) = text(&as_json);
+    assert_eq!(as_json.status.code(), Some(2), "{stdout}\n{stderr}");
+    let summary: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON document");
+    assert_eq!(summary["command"], "verify", "{summary}");
+    assert_eq!(summary["drifted"], true, "{summary}");
+    let places = &summary["collections"][0];
+    assert_eq!(places["collection"], "places", "{summary}");
+    assert_eq!(places["checked"], 15, "{summary}");
+    assert_eq!(places["found"]["missing"], 1, "{summary}");
+    assert_eq!(
+        places["drifted_ids"],
+        serde_json::json!(["p4"]),
+        "{summary}"
+    );
 
     let repaired = block_in_place(|| run_verify(&fx, &["--repair", "--batch", "4"]));
     let (stdout, stderr) = text(&repaired);
@@ -475,11 +537,14 @@ async fn a_running_worker_exports_the_last_audit() {
             .ok()?;
         let gauges: BTreeMap<String, String> = scrape
             .lines()
-            .filter(|line| line.starts_with(names::AUDIT_DRIFT_ENTITIES))
+            .filter(|line| {
+                line.starts_with(names::AUDIT_DRIFT_ENTITIES)
+                    || line.starts_with(names::AUDIT_INCONSISTENCY_RATIO)
+            })
             .filter_map(|line| line.rsplit_once(' '))
             .map(|(series, value)| (series.to_owned(), value.to_owned()))
             .collect();
-        (gauges.len() == names::DRIFT_KINDS.len()).then_some(gauges)
+        (gauges.len() == names::DRIFT_KINDS.len() + 1).then_some(gauges)
     })
     .await;
     for kind in names::DRIFT_KINDS {
@@ -494,8 +559,49 @@ async fn a_running_worker_exports_the_last_audit() {
             "{gauges:?}"
         );
     }
+    // 2 of the 5 checked.
+    let ratio = format!(
+        "{}{{collection=\"places\"}}",
+        names::AUDIT_INCONSISTENCY_RATIO
+    );
+    assert_eq!(
+        gauges.get(&ratio).map(String::as_str),
+        Some("0.4"),
+        "{gauges:?}"
+    );
 }
 
 fn block_in_place<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_audits_a_sample_in_the_background_and_records_it() {
+    let mut env = TestEnv::new("verify_background").await;
+    let fx = Fixture::with_key_prefix(env.settings.worker.key_prefix.clone()).await;
+    fx.seed(20).await;
+    fx.fill().await;
+    fx.ops
+        .writer
+        .invalidate("places", &["p3".into(), "p7".into()])
+        .await
+        .unwrap();
+    env.settings.store_url = fx.ops.settings.store_url.clone();
+    env.settings.worker.audit_interval_secs = 1;
+    env.settings.worker.audit_sample = 1_000;
+    let worker = env.spawn_worker();
+
+    let summary = eventually("a background audit", || async {
+        let mut conn = fx.redis.clone();
+        let json: Option<String> = conn.get(audit_last_key(fx.key_prefix())).await.ok()?;
+        let summary: AuditSummary = serde_json::from_str(&json?).ok()?;
+        (summary.source == AuditSource::Background).then_some(summary)
+    })
+    .await;
+    assert_eq!((summary.checked, summary.drifted), (20, 2), "{summary:?}");
+    let places = &summary.collections["places"];
+    let listed: BTreeSet<&str> = places.drifted_ids.iter().map(String::as_str).collect();
+    assert_eq!(listed, BTreeSet::from(["p3", "p7"]));
+    assert!((summary.inconsistency_rate - 0.1).abs() < 1e-9);
+    worker.stop().await;
 }

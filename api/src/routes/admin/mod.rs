@@ -3,6 +3,8 @@
 //! reading its request or touching Redis. One file per group of routes:
 //!
 //! - [`invalidate`]: `POST /v1/admin/invalidate`, cache invalidation.
+//! - [`status`]: `GET /v1/admin/status`, the pipeline's dependencies, backlog and freshness.
+//! - [`audit`]: `GET /v1/admin/audit`, the last consistency audit.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -10,7 +12,9 @@ use axum::http::request::Parts;
 use crate::error::ApiError;
 use crate::state::AppState;
 
+pub mod audit;
 pub mod invalidate;
+pub mod status;
 
 /// Rejects the request with `admin_disabled` unless the admin routes are enabled. Every admin
 /// handler takes it first: extractors run in order, so nothing else of the request is read.

@@ -59,9 +59,9 @@ pub(super) async fn pass(
             }
             let checked = check(ctx, &expected).await?;
             tally.checked += expected.len() as u64;
-            for verdict in &checked {
+            for (entity, verdict) in expected.iter().zip(&checked) {
                 if let Some(kind) = verdict.kind {
-                    tally.drift.add(kind);
+                    tally.found(kind, entity.id());
                 }
             }
             if repair {

@@ -6,11 +6,16 @@
 //! (`crate::metrics`). The counts are the drift left after the run: what was found, or with
 //! `--repair` what the re-check found.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use cacheflow_shared::telemetry::names::{label, AUDIT_DRIFT_ENTITIES};
+use cacheflow_shared::cache::status::{
+    audit_last_key, inconsistency_rate, AuditSource, AuditSummary, CollectionAudit,
+};
+use cacheflow_shared::telemetry::names::{label, AUDIT_DRIFT_ENTITIES, AUDIT_INCONSISTENCY_RATIO};
 use redis::aio::ConnectionLike;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
 
 use super::super::{retry_transient, Ops};
 use super::context::cache_error;
@@ -24,7 +29,7 @@ pub fn audit_key(key_prefix: &str, collection: &str) -> String {
 
 /// Keeps `audit` in Redis and sets the gauges of this process.
 pub(super) async fn record(ops: &Ops, audit: &Audit, sample: Option<u64>) -> anyhow::Result<()> {
-    let left = audit.remaining.unwrap_or(audit.found);
+    let left = audit.left();
     let at = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_secs());
@@ -57,12 +62,61 @@ pub(super) async fn record(ops: &Ops, audit: &Audit, sample: Option<u64>) -> any
         }
     })
     .await?;
-    set_gauges(&audit.collection, &left);
+    set_gauges(&audit.collection, &left, audit.checked);
     Ok(())
 }
 
-/// Sets `cacheflow_audit_drift_entities` for every kind of one collection.
-pub fn set_gauges(collection: &str, drift: &Drift) {
+/// The summary of `audits` as `GET /v1/admin/audit` shows it.
+pub fn summary(source: AuditSource, audits: &[Audit]) -> AuditSummary {
+    let collections: BTreeMap<String, CollectionAudit> = audits
+        .iter()
+        .map(|audit| {
+            let left = audit.left();
+            let entry = CollectionAudit {
+                checked: audit.checked,
+                missing: left.missing,
+                stale: left.stale,
+                orphaned: left.orphaned,
+                wrong_index: left.wrong_index,
+                drifted_ids: audit.drifted_ids.clone(),
+            };
+            (audit.collection.clone(), entry)
+        })
+        .collect();
+    let finished_at = OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default();
+    AuditSummary::new(source, finished_at, collections)
+}
+
+/// Keeps the summary of `audits` at `<key_prefix>cacheflow:audit:last`, replacing the last one.
+pub async fn record_summary(
+    ops: &Ops,
+    source: AuditSource,
+    audits: &[Audit],
+) -> anyhow::Result<AuditSummary> {
+    let summary = summary(source, audits);
+    let json = serde_json::to_string(&summary)?;
+    let key = audit_last_key(ops.writer.key_prefix());
+    let what = "recording the audit summary in redis";
+    let () = retry_transient(&ops.settings, what, || {
+        let (mut conn, key, json) = (ops.writer.connection(), &key, &json);
+        async move {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(json)
+                .query_async(&mut conn)
+                .await
+                .map_err(|err| cache_error(what, &err))
+        }
+    })
+    .await?;
+    Ok(summary)
+}
+
+/// Sets `cacheflow_audit_drift_entities` for every kind of one collection, and its
+/// `cacheflow_audit_inconsistency_ratio` (drifted / checked).
+pub fn set_gauges(collection: &str, drift: &Drift, checked: u64) {
     for kind in Kind::ALL {
         metrics::gauge!(
             AUDIT_DRIFT_ENTITIES,
@@ -71,6 +125,8 @@ pub fn set_gauges(collection: &str, drift: &Drift) {
         )
         .set(drift.get(kind) as f64);
     }
+    metrics::gauge!(AUDIT_INCONSISTENCY_RATIO, label::COLLECTION => collection.to_owned())
+        .set(inconsistency_rate(drift.total(), checked));
 }
 
 /// The last recorded drift of each collection, in one round trip (`None` if never audited).
@@ -78,7 +134,7 @@ pub async fn read_last(
     conn: &mut impl ConnectionLike,
     key_prefix: &str,
     collections: &[&str],
-) -> redis::RedisResult<Vec<Option<Drift>>> {
+) -> redis::RedisResult<Vec<Option<(Drift, u64)>>> {
     if collections.is_empty() {
         return Ok(Vec::new());
     }
@@ -90,16 +146,17 @@ pub async fn read_last(
     Ok(hashes.iter().map(parse).collect())
 }
 
-fn parse(hash: &HashMap<String, String>) -> Option<Drift> {
+/// The drift and the `checked` count of one recorded audit.
+fn parse(hash: &HashMap<String, String>) -> Option<(Drift, u64)> {
     if hash.is_empty() {
         return None;
     }
+    let count = |field: &str| hash.get(field).and_then(|n| n.parse().ok()).unwrap_or(0);
     let mut drift = Drift::default();
     for kind in Kind::ALL {
-        let count = hash.get(kind.label()).and_then(|n| n.parse().ok());
-        drift.set(kind, count.unwrap_or(0));
+        drift.set(kind, count(kind.label()));
     }
-    Some(drift)
+    Some((drift, count("checked")))
 }
 
 #[cfg(test)]
@@ -125,7 +182,8 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-        let drift = parse(&hash).unwrap();
+        let (drift, checked) = parse(&hash).unwrap();
+        assert_eq!(checked, 10);
         assert_eq!(
             (
                 drift.missing,

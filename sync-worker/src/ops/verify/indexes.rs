@@ -38,7 +38,7 @@ pub(super) async fn pass(ctx: &Ctx<'_>, repair: bool, tally: &mut Tally) -> anyh
             let strays = strays(ctx, &key, page).await?;
             for (id, kind) in count(ctx, &strays).await? {
                 if counted.insert(id.to_owned()) {
-                    tally.drift.add(kind);
+                    tally.found(kind, id);
                 }
             }
             if repair && !strays.is_empty() {

@@ -150,7 +150,7 @@ async fn settle(
         if document.is_some() {
             continue;
         }
-        tally.drift.add(Kind::Orphaned);
+        tally.found(Kind::Orphaned, &candidate.id);
         if repair {
             repair::purge(ctx, &candidate.id, candidate.observed).await?;
         }
