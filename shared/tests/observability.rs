@@ -445,6 +445,63 @@ fn promtool_accepts_both_prometheus_configs() {
     }
 }
 
+/// The alert rules: valid (`promtool check rules`), their unit tests pass (`promtool test
+/// rules`), both Prometheus configs and compose load them, and they query only declared metrics.
+#[test]
+fn alert_rules_pass_their_promtool_tests_and_use_declared_metrics() {
+    let out = run_promtool(&["check", "rules", "infra/prometheus/alerts.yml"], None);
+    assert!(out.contains("SUCCESS"), "{out}");
+    let out = run_promtool(&["test", "rules", "infra/prometheus/alerts.test.yml"], None);
+    assert!(out.contains("SUCCESS"), "{out}");
+    // Without --syntax-only, promtool also loads the rule files the config names.
+    let out = run_promtool(&["check", "config", "infra/prometheus.local.yml"], None);
+    assert!(out.contains("1 rule files found"), "{out}");
+    let compose_config = yaml(&infra().join("prometheus.yml"));
+    assert_eq!(compose_config["rule_files"][0].as_str(), Some("alerts.yml"));
+    let prometheus = services(&compose())
+        .into_iter()
+        .find(|(n, _)| n == "prometheus")
+        .expect("a prometheus service")
+        .1;
+    assert!(
+        prometheus["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|v| v.as_str() == Some("./prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro")),
+        "compose mounts the rules next to prometheus.yml"
+    );
+
+    let rules = yaml(&infra().join("prometheus/alerts.yml"));
+    // Declared by the team that emits it, not emitted by every build yet (CONTRACTS.md §9).
+    let declared: BTreeSet<&str> = names::all()
+        .chain([names::HEARTBEAT_LAG_SECONDS, "up"])
+        .collect();
+    let mut alerts = BTreeSet::new();
+    for group in rules["groups"].as_sequence().unwrap() {
+        for rule in group["rules"].as_sequence().unwrap() {
+            let alert = rule["alert"].as_str().unwrap();
+            let expr = rule["expr"].as_str().unwrap();
+            for name in cacheflow_shared::telemetry::dashboards::promql_metric_names(expr) {
+                let name = cacheflow_shared::telemetry::dashboards::base_metric_name(&name);
+                assert!(
+                    declared.contains(name),
+                    "{alert} queries {name}, which is not declared"
+                );
+            }
+            alerts.insert(alert.to_owned());
+        }
+    }
+    // The alerts the runbook (docs/OPERATIONS.md) describes.
+    let runbook = std::fs::read_to_string(root().join("docs/OPERATIONS.md")).unwrap();
+    for alert in &alerts {
+        assert!(
+            runbook.contains(alert.as_str()),
+            "docs/OPERATIONS.md does not describe {alert}"
+        );
+    }
+}
+
 #[test]
 fn grafana_is_provisioned_with_the_datasource_and_the_dashboards() {
     let provisioning = infra().join("grafana/provisioning");

@@ -57,6 +57,9 @@ pub const CONSUMER_ACK_PENDING_MESSAGES: &str = "cacheflow_consumer_ack_pending_
 /// Counter: times the stall watchdog found messages pending on the consumer (or the consumer
 /// gone) but nothing received for `stall_after`, and re-created the pull subscription.
 pub const WORKER_STALLS_TOTAL: &str = "cacheflow_worker_stalls_total";
+/// Histogram `{collection}`: a heartbeat write's end-to-end lag, from the store commit to the
+/// worker (visible in Redis).
+pub const HEARTBEAT_LAG_SECONDS: &str = "cacheflow_heartbeat_lag_seconds";
 
 // ---------------------------------------------------------------------------------------------
 // Operations (backfill, replay, rebuild, verify)
