@@ -677,6 +677,47 @@ fn dashboards_are_well_formed_and_use_the_provisioned_datasource() {
     }
 }
 
+/// Every dashboard can be narrowed to one instance and one collection: both variables exist,
+/// every query filters on the instance, and every query of a metric with a `collection` label on
+/// the collection.
+#[test]
+fn dashboards_filter_by_instance_and_collection() {
+    let with_collection: BTreeSet<&str> = DESCRIPTIONS
+        .iter()
+        .filter(|d| d.labels.contains(&names::label::COLLECTION))
+        .map(|d| d.name)
+        .collect();
+    for (file, queries) in dashboard_queries(&dashboards_dir()) {
+        let text = std::fs::read_to_string(dashboards_dir().join(&file)).unwrap();
+        let dashboard: Value = serde_json::from_str(&text).unwrap();
+        let variables: Vec<&str> = dashboard["templating"]["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v["name"].as_str())
+            .collect();
+        assert_eq!(variables, ["instance", "collection"], "{file}");
+        // A bare selector is a variable's own query (`label_values(<selector>, label)`).
+        for query in queries.iter().filter(|q| q.contains('(')) {
+            let metrics = cacheflow_shared::telemetry::dashboards::promql_metric_names(query);
+            assert!(
+                query.contains(r#"instance=~"$instance""#),
+                "{file}: {query}"
+            );
+            let labelled = metrics.iter().any(|n| {
+                with_collection
+                    .contains(cacheflow_shared::telemetry::dashboards::base_metric_name(n))
+            });
+            if labelled {
+                assert!(
+                    query.contains(r#"collection=~"$collection""#),
+                    "{file}: {query}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn dashboard_queries_are_valid_promql() {
     // promtool parses recording rules' expressions; Grafana's range variables become durations.
@@ -686,7 +727,9 @@ fn dashboard_queries_are_valid_promql() {
             let expr = query
                 .replace("$__rate_interval", "1m")
                 .replace("$__interval", "1m")
-                .replace("$__range", "1h");
+                .replace("$__range", "1h")
+                .replace("$instance", ".*")
+                .replace("$collection", ".*");
             assert!(!expr.contains('$'), "{file}: unknown variable in {query}");
             rules.push(serde_json::json!({
                 "record": format!("dashboard:{}:{n}", file.trim_end_matches(".json")),

@@ -9,6 +9,7 @@
 //! Every `curl` goes through a wrapper that adds `-w` to report the status on stderr, and
 //! nothing else.
 
+mod boot_metrics;
 mod cli;
 mod commands;
 
