@@ -172,7 +172,12 @@ fn compose_services_set_only_settings_the_config_knows() {
     for (name, service) in &ours {
         let env = environment(service);
         assert!(!env.is_empty(), "{name} sets no environment");
+        // The seed job is a client: its key is the load generator's, which the settings ignore.
+        let client = service["command"][0].as_str() == Some("cacheflow-loadtests");
         for (key, _) in env {
+            if client && key == "CACHEFLOW_API_KEY" {
+                continue;
+            }
             assert!(
                 known.contains(&key),
                 "service {name} sets {key}, which the config does not know"
@@ -194,7 +199,12 @@ fn compose_values_are_valid_settings() {
         };
         let mut figment = Figment::from(Serialized::defaults(Settings::defaults(role)));
         for (key, value) in environment(&service) {
-            if matches!(key.as_str(), "RUST_LOG" | "CACHEFLOW_CONFIG") {
+            // Not settings: the log filter, the settings file, and a client's key (the loader
+            // ignores `CACHEFLOW_API_KEY`).
+            if matches!(
+                key.as_str(),
+                "RUST_LOG" | "CACHEFLOW_CONFIG" | "CACHEFLOW_API_KEY"
+            ) {
                 continue;
             }
             let path = key
@@ -323,6 +333,70 @@ fn static_targets(job: &Yaml) -> Vec<String> {
         .flat_map(|c| c["targets"].as_sequence().cloned().unwrap_or_default())
         .filter_map(|t| t.as_str().map(str::to_owned))
         .collect()
+}
+
+/// The servers report ready through their healthchecks (the API's and the workers' `/readyz` on
+/// the ports they listen on), and the seed job starts once both are healthy, with a writer key
+/// the api accepts.
+#[test]
+fn compose_healthchecks_and_the_seed_job_fit_together() {
+    let compose = compose();
+    let service = |name: &str| {
+        services(&compose)
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no {name} service"))
+            .1
+    };
+    for (name, addr_key) in [("api", "API_ADDR"), ("sync-worker", "METRICS_ADDR")] {
+        let service = service(name);
+        let port = port_of_addr(
+            &environment(&service)
+                .into_iter()
+                .find(|(k, _)| k == addr_key)
+                .unwrap_or_else(|| panic!("{name} sets no {addr_key}"))
+                .1,
+        );
+        let test: Vec<&str> = service["healthcheck"]["test"]
+            .as_sequence()
+            .unwrap_or_else(|| panic!("{name} has no healthcheck"))
+            .iter()
+            .filter_map(Yaml::as_str)
+            .collect();
+        assert!(
+            test.contains(&format!("http://localhost:{port}/readyz").as_str()),
+            "{name}: {test:?}"
+        );
+    }
+    for name in ["mongo", "redis", "nats", "prometheus"] {
+        assert!(service(name)["healthcheck"]["test"].is_sequence(), "{name}");
+    }
+    let seed = service("seed");
+    for dependency in ["api", "sync-worker"] {
+        assert_eq!(
+            seed["depends_on"][dependency]["condition"].as_str(),
+            Some("service_healthy"),
+            "seed waits for {dependency}"
+        );
+    }
+    let command: Vec<&str> = seed["command"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    assert_eq!(command[..2], ["cacheflow-loadtests", "seed"]);
+    assert!(
+        command.contains(&"--redis"),
+        "the seed waits for the projection: {command:?}"
+    );
+    let key = str_of(&seed["environment"]["CACHEFLOW_API_KEY"]).expect("a writer key");
+    let keys = str_of(&service("api")["environment"]["API_KEYS"]).unwrap();
+    let writer = format!("writer:{}", cacheflow_shared::security::hash_key(&key));
+    assert!(
+        keys.split(',').any(|entry| entry.trim() == writer),
+        "the seed's key is not a writer key of the api"
+    );
 }
 
 #[test]
