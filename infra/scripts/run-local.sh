@@ -181,6 +181,25 @@ until [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$API_ADDR
 done
 say "api: healthy"
 
+# The worker's readiness (consumer bound, NATS and Redis answer, not stalled) on its metrics
+# address. Not fatal: the API works without it, but nothing reaches Redis until it is ready.
+say "waiting for the worker: http://$WORKER_METRICS_ADDR/readyz"
+worker_pid=$(cat "$DATA/worker.pid")
+deadline=$((SECONDS + 30))
+until [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$WORKER_METRICS_ADDR/readyz" || true)" = 200 ]; do
+    if ! kill -0 "$worker_pid" 2>/dev/null; then
+        printf 'run-local: the sync worker exited; last lines of %s/worker.log:\n' "$LOGS" >&2
+        tail -n 40 "$LOGS/worker.log" >&2 || true
+        die "the sync worker is not running: nothing will reach Redis"
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+        printf 'run-local: WARNING: the sync worker is not ready after 30 s; it says: %s\n' \
+            "$(curl -s --max-time 2 "http://$WORKER_METRICS_ADDR/readyz" || echo 'no answer')" >&2
+        break
+    fi
+    sleep 0.5
+done
+
 # ------------------------------------------------------------------------------------------------
 if [ ! -e "$DATA/.seeded" ]; then
     say "seeding $SEED_COUNT demo places (first run only), then waiting until the worker projected them"

@@ -56,6 +56,15 @@ fn services(compose: &Yaml) -> Vec<(String, Yaml)> {
         .collect()
 }
 
+/// The compose service `name`.
+fn service(compose: &Yaml, name: &str) -> Yaml {
+    services(compose)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("no {name} service"))
+        .1
+}
+
 fn str_of(value: &Yaml) -> Option<String> {
     match value {
         Yaml::String(s) => Some(s.clone()),
@@ -341,13 +350,7 @@ fn static_targets(job: &Yaml) -> Vec<String> {
 #[test]
 fn compose_healthchecks_and_the_seed_job_fit_together() {
     let compose = compose();
-    let service = |name: &str| {
-        services(&compose)
-            .into_iter()
-            .find(|(n, _)| n == name)
-            .unwrap_or_else(|| panic!("no {name} service"))
-            .1
-    };
+    let service = |name: &str| service(&compose, name);
     for (name, addr_key) in [("api", "API_ADDR"), ("sync-worker", "METRICS_ADDR")] {
         let service = service(name);
         let port = port_of_addr(
@@ -402,13 +405,7 @@ fn compose_healthchecks_and_the_seed_job_fit_together() {
 #[test]
 fn prometheus_scrapes_the_api_and_every_worker() {
     let compose = compose();
-    let service = |name: &str| {
-        services(&compose)
-            .into_iter()
-            .find(|(n, _)| n == name)
-            .unwrap_or_else(|| panic!("no {name} service"))
-            .1
-    };
+    let service = |name: &str| service(&compose, name);
     let metrics_port = |name: &str| {
         let env = environment(&service(name));
         let addr = env
@@ -532,11 +529,7 @@ fn alert_rules_pass_their_promtool_tests_and_use_declared_metrics() {
     assert!(out.contains("1 rule files found"), "{out}");
     let compose_config = yaml(&infra().join("prometheus.yml"));
     assert_eq!(compose_config["rule_files"][0].as_str(), Some("alerts.yml"));
-    let prometheus = services(&compose())
-        .into_iter()
-        .find(|(n, _)| n == "prometheus")
-        .expect("a prometheus service")
-        .1;
+    let prometheus = service(&compose(), "prometheus");
     assert!(
         prometheus["volumes"]
             .as_sequence()
