@@ -33,7 +33,7 @@ use crate::read::views::Views;
 use crate::read::Reader;
 use crate::relay::heartbeat::Heartbeats;
 use crate::relay::OutboxRelay;
-use crate::routes::{admin, documents, health, reads};
+use crate::routes::{admin, collections, documents, health, reads};
 use crate::shutdown;
 use crate::state::{AppState, PipelineNames, StateParts};
 
@@ -225,6 +225,8 @@ pub fn router_and_spec(
     let (routes, mut spec) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
+        .routes(routes!(collections::list))
+        .routes(routes!(collections::show))
         .routes(routes!(reads::get_many))
         .routes(routes!(
             reads::get_one,

@@ -117,6 +117,13 @@ impl AppState {
         self.inner.collections.get(name).cloned()
     }
 
+    /// Every collection of the pipeline, in name order.
+    pub fn collections(&self) -> Vec<Arc<Collection>> {
+        let mut collections: Vec<_> = self.inner.collections.values().cloned().collect();
+        collections.sort_by(|a, b| a.name.cmp(&b.name));
+        collections
+    }
+
     pub fn store(&self) -> &Arc<dyn DocumentStore> {
         &self.inner.store
     }

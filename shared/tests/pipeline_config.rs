@@ -161,6 +161,10 @@ fn geo_fields_id_placement_and_field_names_are_checked() {
     assert_eq!(err.path, "collections.places.fields.id");
     let err = Pipeline::from_toml("[collections.dlq.fields]\nname = \"string\"\n").unwrap_err();
     assert_eq!(err.path, "collections.dlq");
+    let err =
+        Pipeline::from_toml("[collections.collections.fields]\nname = \"string\"\n").unwrap_err();
+    assert_eq!(err.path, "collections.collections");
+    assert!(err.message.contains("reserved"), "{}", err.message);
     let err = Pipeline::from_toml("").unwrap_err();
     assert_eq!(err.path, "collections");
 }

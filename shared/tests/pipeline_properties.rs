@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use cacheflow_shared::pipeline::{
-    FieldType, KeyTemplate, Pipeline, PipelineError, ProjectionKind, Segment,
+    FieldType, KeyTemplate, Pipeline, PipelineError, ProjectionKind, Segment, RESERVED_COLLECTIONS,
 };
 use proptest::prelude::*;
 
@@ -71,7 +71,10 @@ fn check_accepted(pipeline: &Pipeline) -> Result<(), TestCaseError> {
     let mut templates = HashSet::new();
     prop_assert!(pipeline.collections().next().is_some());
     for collection in pipeline.collections() {
-        prop_assert!(is_identifier(&collection.name) && collection.name != "dlq");
+        prop_assert!(
+            is_identifier(&collection.name)
+                && !RESERVED_COLLECTIONS.contains(&collection.name.as_str())
+        );
         for field in collection.fields.keys() {
             prop_assert!(field != "id" && field != "version");
             let mut bytes = field.bytes();
@@ -271,7 +274,7 @@ fn arb_toml_scalar() -> impl Strategy<Value = Value> {
 fn arb_name() -> impl Strategy<Value = String> {
     prop_oneof![
         4 => "[a-z][a-z0-9_]{0,6}",
-        1 => prop::sample::select(&["dlq", "Places", "1abc", "a-b", "", "é", "id", "version", "a.b"][..])
+        1 => prop::sample::select(&["dlq", "collections", "Places", "1abc", "a-b", "", "é", "id", "version", "a.b"][..])
             .prop_map(str::to_owned),
         1 => ".{0,8}",
     ]
@@ -592,7 +595,9 @@ fn arb_collection() -> impl Strategy<Value = CollectionModel> {
 
 fn arb_model() -> impl Strategy<Value = Model> {
     prop::collection::btree_map(
-        "[a-z][a-z0-9_]{0,10}".prop_filter("not reserved", |c| c != "dlq"),
+        "[a-z][a-z0-9_]{0,10}".prop_filter("not reserved", |c| {
+            !RESERVED_COLLECTIONS.contains(&c.as_str())
+        }),
         arb_collection(),
         1..4,
     )
@@ -735,7 +740,7 @@ enum Defect {
 }
 
 const BROKEN_TEMPLATES: [&str; 6] = ["{", "}", "{}", "{a-b}", ":{id", "x}"];
-const BAD_COLLECTION_NAMES: [&str; 5] = ["dlq", "Places", "1abc", "a-b", "é"];
+const BAD_COLLECTION_NAMES: [&str; 6] = ["dlq", "collections", "Places", "1abc", "a-b", "é"];
 
 fn arb_defect() -> impl Strategy<Value = Defect> {
     prop_oneof![
@@ -850,7 +855,7 @@ fn inject(model: &Model, defect: Defect, pick: prop::sample::Index) -> Option<(T
             // and those are valid.
             let want = Want::Key(
                 at(bad),
-                if bad == "dlq" {
+                if RESERVED_COLLECTIONS.contains(&bad) {
                     "reserved"
                 } else {
                     "collection name"

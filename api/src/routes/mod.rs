@@ -1,7 +1,9 @@
 //! HTTP routes: `documents` (the write API), `reads` (entity reads and structure queries),
-//! `health` (liveness and readiness) and `admin` (operators' cache invalidation).
+//! `collections` (what the pipeline declares and which routes read it), `health` (liveness and
+//! readiness) and `admin` (operators' cache invalidation).
 
 pub mod admin;
+pub mod collections;
 pub mod documents;
 pub mod health;
 pub mod reads;

@@ -3,6 +3,7 @@
 mod admin;
 mod auth;
 mod bad_input;
+mod collections;
 mod crash_recovery;
 mod degraded;
 mod errors;

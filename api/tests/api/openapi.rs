@@ -91,6 +91,8 @@ async fn the_openapi_document_matches_the_router() {
             "get /readyz",
             "get /v1/admin/audit",
             "get /v1/admin/status",
+            "get /v1/collections",
+            "get /v1/collections/{collection}",
             "get /v1/{collection}",
             "get /v1/{collection}/near/{index}",
             "get /v1/{collection}/top/{index}",

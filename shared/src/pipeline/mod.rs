@@ -18,6 +18,7 @@ use std::time::Duration;
 pub use document::{geo_point, DocumentError, MAX_LATITUDE, MAX_LONGITUDE};
 pub use spec::FieldType;
 pub use template::{KeyTemplate, Segment};
+pub use validate::RESERVED_COLLECTIONS;
 
 /// A validated pipeline. Build it with [`Pipeline::load`] or [`Pipeline::from_toml`].
 #[derive(Debug, Clone, PartialEq)]

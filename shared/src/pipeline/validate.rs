@@ -10,8 +10,17 @@ use crate::document::{ID_FIELD, VERSION_FIELD};
 
 type Invalid = (String, String);
 
-/// Collection names that would collide with other subjects of the stream.
-const RESERVED_COLLECTIONS: &[&str] = &["dlq"];
+/// Collection names that would collide with something else, and with what.
+const RESERVED: &[(&str, &str)] = &[
+    ("dlq", "dead letters use the subjects `<prefix>.dlq.>`"),
+    (
+        "collections",
+        "`/v1/collections` is the API's collection discovery route",
+    ),
+];
+
+/// The collection names a pipeline cannot declare.
+pub const RESERVED_COLLECTIONS: [&str; 2] = [RESERVED[0].0, RESERVED[1].0];
 
 pub(super) fn validate(spec: PipelineSpec) -> Result<Pipeline, Invalid> {
     if spec.collections.is_empty() {
@@ -31,11 +40,8 @@ pub(super) fn validate(spec: PipelineSpec) -> Result<Pipeline, Invalid> {
                 "a collection name must match [a-z][a-z0-9_]{0,63}".into(),
             ));
         }
-        if RESERVED_COLLECTIONS.contains(&name.as_str()) {
-            return Err((
-                path,
-                format!("`{name}` is reserved (dead letters use the subjects `<prefix>.dlq.>`)"),
-            ));
+        if let Some((_, why)) = RESERVED.iter().find(|(reserved, _)| *reserved == name) {
+            return Err((path, format!("`{name}` is reserved ({why})")));
         }
         let collection = validate_collection(&name, collection, &path, &mut templates)?;
         collections.insert(name, collection);
