@@ -65,12 +65,14 @@ async fn start(command: Command, json: bool, token: CancellationToken) -> anyhow
                     )
                 })?;
             let deadline = settings.shutdown.deadline();
-            let run = cacheflow_sync_worker::run_with_metrics(
+            // Boxed: inline, the worker's future is deep enough to overflow the compiler's
+            // layout query depth.
+            let run = Box::pin(cacheflow_sync_worker::run_with_metrics(
                 settings,
                 Arc::new(pipeline),
                 metrics,
                 token.clone(),
-            );
+            ));
             match shutdown::finish_within(run, &token, deadline).await {
                 Some(result) => {
                     result?;

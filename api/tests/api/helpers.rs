@@ -123,7 +123,8 @@ impl TestApp {
         settings.metrics_addr = ([127, 0, 0, 1], 0).into();
         let stop = self.worker_stop.clone();
         tokio::spawn(async move {
-            cacheflow_sync_worker::run(settings, pipeline, stop)
+            // Boxed: inline, the worker's future overflows the compiler's layout query depth.
+            Box::pin(cacheflow_sync_worker::run(settings, pipeline, stop))
                 .await
                 .expect("the worker runs");
         });
