@@ -129,11 +129,13 @@ impl Application {
             pipeline_names,
         });
         let limits = Limits::new(&settings.limits);
+        let (router, spec) = router_and_spec(state, Auth::from_settings(&settings), limits.clone());
+        crate::boot_metrics::register_at_zero(&pipeline, &crate::boot_metrics::routes_of(&spec));
         Ok(Self {
             listener,
             metrics_listener,
             metrics,
-            router: router(state, Auth::from_settings(&settings), limits.clone()),
+            router,
             relay,
             heartbeats,
             generations,
