@@ -159,6 +159,17 @@ pub struct OutboxSettings {
     pub poll_interval_ms: u64,
     pub retry_min_ms: u64,
     pub retry_max_ms: u64,
+    /// How often the API writes a heartbeat of each collection through the outbox, which the
+    /// worker turns into `cacheflow_heartbeat_lag_seconds` (the end-to-end lag while nobody
+    /// writes). 0 turns it off.
+    pub heartbeat_interval_ms: u64,
+}
+
+impl OutboxSettings {
+    /// `None` when heartbeats are off.
+    pub fn heartbeat_interval(&self) -> Option<Duration> {
+        (self.heartbeat_interval_ms > 0).then(|| Duration::from_millis(self.heartbeat_interval_ms))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -402,6 +413,7 @@ impl Settings {
                 poll_interval_ms: 250,
                 retry_min_ms: 50,
                 retry_max_ms: 5_000,
+                heartbeat_interval_ms: 10_000,
             },
             store: StoreSettings {
                 op_timeout_ms: 5_000,

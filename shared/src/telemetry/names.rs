@@ -100,6 +100,7 @@ pub const WORKER: &[&str] = &[
     CONSUMER_PENDING_MESSAGES,
     CONSUMER_ACK_PENDING_MESSAGES,
     WORKER_STALLS_TOTAL,
+    HEARTBEAT_LAG_SECONDS,
 ];
 
 /// The operation commands' metrics.
@@ -156,6 +157,7 @@ pub const STORE_OPS: &[&str] = &[
     "latest_version",
     "pending",
     "mark_published",
+    "heartbeat",
 ];
 /// [`STORE_ERRORS_TOTAL`] `kind` values.
 pub const STORE_ERROR_KINDS: &[&str] = &["unavailable", "indeterminate", "conflict", "internal"];
@@ -189,6 +191,6 @@ mod tests {
         let unique: BTreeSet<&str> = listed.iter().copied().collect();
         assert_eq!(listed.len(), unique.len(), "a name is listed twice");
         assert_eq!(unique, declared);
-        assert_eq!(declared.len(), 23);
+        assert_eq!(declared.len(), 24);
     }
 }
