@@ -227,6 +227,13 @@ pub fn router_and_spec(
         .routes(routes!(admin::invalidate::invalidate))
         .routes(routes!(admin::status::status))
         .routes(routes!(admin::audit::audit))
+        .routes(routes!(admin::generations::generations))
+        .routes(routes!(admin::dead_letters::list))
+        .routes(routes!(
+            admin::dead_letters::show,
+            admin::dead_letters::drop
+        ))
+        .routes(routes!(admin::dead_letters::redrive))
         .split_for_parts();
     crate::openapi::document_guards(&mut spec);
     let json = Arc::new(
