@@ -222,6 +222,7 @@ pub fn router_and_spec(
             documents::delete
         ))
         .routes(routes!(reads::fields))
+        .routes(routes!(crate::routes::projections::projections))
         .routes(routes!(reads::near))
         .routes(routes!(reads::top))
         .routes(routes!(admin::invalidate::invalidate))
@@ -242,6 +243,7 @@ pub fn router_and_spec(
     );
     let router = routes
         .route("/openapi.json", get(move || openapi_json(json.clone())))
+        .merge(crate::ui::routes())
         .fallback(
             |uri: axum::http::Uri| async move { ApiError::RouteNotFound(uri.path().to_owned()) },
         )

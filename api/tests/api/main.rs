@@ -4,6 +4,7 @@ mod admin;
 mod auth;
 mod bad_input;
 mod collections;
+mod console;
 mod crash_recovery;
 mod dead_letters;
 mod degraded;

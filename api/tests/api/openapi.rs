@@ -102,6 +102,7 @@ async fn the_openapi_document_matches_the_router() {
             "get /v1/{collection}/top/{index}",
             "get /v1/{collection}/{id}",
             "get /v1/{collection}/{id}/fields",
+            "get /v1/{collection}/{id}/projections",
             "patch /v1/{collection}/{id}",
             "post /v1/admin/dead-letters/{seq}/redrive",
             "post /v1/admin/invalidate",
