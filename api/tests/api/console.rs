@@ -124,6 +124,40 @@ async fn screenshot(browser: &Client, pane: &str) {
     std::fs::write(dir.join(format!("{pane}.png")), png).unwrap();
 }
 
+const READER: &str = "console-reader-key";
+const ADMIN: &str = "console-admin-key";
+
+fn keys() -> ApiKeys {
+    ApiKeys::parse(&format!(
+        "reader:{},admin:{}",
+        hash_key(READER),
+        hash_key(ADMIN)
+    ))
+    .unwrap()
+}
+
+/// A write from another client than the page (with the admin key, which may write too).
+async fn put(app: &TestApp, path: &str, body: &Value) -> u16 {
+    app.client
+        .put(app.url(path))
+        .bearer_auth(ADMIN)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Types `key` into the key form and waits for the role it shows.
+async fn use_key(browser: &Client, key: &str, role: &str) {
+    let input = browser.find(Locator::Css("#key")).await.unwrap();
+    input.clear().await.unwrap();
+    input.send_keys(key).await.unwrap();
+    click(browser, "#key-form button").await;
+    wait_text(browser, "#role", "the key's role", |t| t == role).await;
+}
+
 async fn seed(app: &TestApp) {
     let places = [
         ("p1", "cafe", 4.5, -9.1393, 38.7223),
@@ -136,8 +170,7 @@ async fn seed(app: &TestApp) {
     for (id, category, rating, lon, lat) in places {
         let mut doc = place_at(&format!("Place {id}"), category, rating, lon, lat);
         doc["name"] = json!(format!("Place {id}"));
-        let response = app.put(&format!("/v1/places/{id}"), &doc).await;
-        assert_eq!(response.status(), 201);
+        assert_eq!(put(app, &format!("/v1/places/{id}"), &doc).await, 201);
     }
     app.eventually("the six places indexed", WAIT, || async {
         let top: Value = app
@@ -153,7 +186,11 @@ async fn seed(app: &TestApp) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_browses_edits_and_operates_in_a_real_browser() {
-    let app = spawn_app_with(|s| s.admin_enabled = true).await;
+    let app = spawn_app_with(|s| {
+        s.admin_enabled = true;
+        s.api_keys = keys();
+    })
+    .await;
     app.start_worker();
     seed(&app).await;
     let driver = ChromeDriver::start().await;
@@ -169,7 +206,9 @@ async fn the_console_browses_edits_and_operates_in_a_real_browser() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    wait_text(&browser, "#role", "the key's role", |t| t == "admin").await;
+    // Reads need no key here; the operator's key is entered once, kept for the session.
+    wait_text(&browser, "#role", "the key's role", |t| t == "no valid key").await;
+    use_key(&browser, ADMIN, "admin").await;
     browser
         .execute(
             "const r = document.getElementById('radius'); r.value = 2000; \
@@ -248,10 +287,10 @@ async fn the_console_browses_edits_and_operates_in_a_real_browser() {
     assert_eq!(stored["rating"], 1.5);
 
     // Someone else saves meanwhile: the next save from the page is refused with a clear message.
-    let response = app
-        .put("/v1/places/p1", &place("Elsewhere", "cafe", 2.0))
-        .await;
-    assert_eq!(response.status(), 200);
+    assert_eq!(
+        put(&app, "/v1/places/p1", &place("Elsewhere", "cafe", 2.0)).await,
+        200
+    );
     browser.execute(edit, vec![json!(3.5)]).await.unwrap();
     click(&browser, "#entity-save").await;
     wait_text(&browser, "#entity-message", "the stale save", |t| {
@@ -269,10 +308,10 @@ async fn the_console_browses_edits_and_operates_in_a_real_browser() {
     let mut redis = app.redis().await;
     let blocker = app.key("places:rating:blocked");
     let _: () = redis.set(&blocker, "not a set").await.unwrap();
-    let response = app
-        .put("/v1/places/p9", &place("Blocked", "blocked", 4.0))
-        .await;
-    assert_eq!(response.status(), 201);
+    assert_eq!(
+        put(&app, "/v1/places/p9", &place("Blocked", "blocked", 4.0)).await,
+        201
+    );
     click(&browser, "#tabs button[data-pane='ops']").await;
     wait_text(&browser, "#ops-deps", "the dependencies", |t| {
         t.contains("redis: ok")
@@ -313,6 +352,35 @@ async fn the_console_browses_edits_and_operates_in_a_real_browser() {
         |t| t.contains("No dead letters"),
     )
     .await;
+
+    // A reader key: the page hides what it may not do and says why operations are empty.
+    use_key(&browser, READER, "reader (read only)").await;
+    click(&browser, "#tabs button[data-pane='entity']").await;
+    for css in [
+        "#entity-save",
+        "#entity-create",
+        "#entity-delete",
+        "#entity-new",
+    ] {
+        let shown = browser
+            .find(Locator::Css(css))
+            .await
+            .unwrap()
+            .is_displayed()
+            .await
+            .unwrap();
+        assert!(!shown, "{css} is shown to a reader");
+    }
+    click(&browser, "#tabs button[data-pane='ops']").await;
+    wait_text(&browser, "#ops-message", "the reader's operations", |t| {
+        t.contains("need an admin key")
+    })
+    .await;
+    let kept: Value = browser
+        .execute("return sessionStorage.getItem('cacheflow.apiKey');", vec![])
+        .await
+        .unwrap();
+    assert_eq!(kept, READER, "the key is kept in session storage");
     browser.close().await.unwrap();
 }
 

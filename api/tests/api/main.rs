@@ -15,6 +15,7 @@ mod limits;
 mod listing;
 mod nats_outage;
 mod openapi;
+mod projections;
 mod queries;
 mod races;
 mod readiness;
