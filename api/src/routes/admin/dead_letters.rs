@@ -28,9 +28,6 @@ use crate::state::{AppState, PipelineNames};
 
 use super::AdminEnabled;
 
-const DEFAULT_LIMIT: usize = 100;
-const MAX_LIMIT: usize = 1000;
-
 /// One dead letter.
 #[derive(Serialize, ToSchema)]
 pub struct DeadLetter {
@@ -93,15 +90,8 @@ pub async fn list(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<DeadLetterPage>, ApiError> {
-    let limit = crate::routes::listing::page_limit(query.get("limit").map(String::as_str))
-        .map(|limit| {
-            if query.contains_key("limit") {
-                limit
-            } else {
-                DEFAULT_LIMIT
-            }
-        })?
-        .min(MAX_LIMIT);
+    // The listing's bounds: 1 to 1000, 100 when absent.
+    let limit = crate::routes::listing::page_limit(query.get("limit").map(String::as_str))?;
     let collection = query.get("collection").map(String::as_str);
     if let Some(name) =
         collection.filter(|name| state.collection(name).is_none() && *name != "unknown")
