@@ -3,7 +3,7 @@
 //!
 //! | request | needs |
 //! |---|---|
-//! | `/healthz`, `/readyz`, `/openapi.json` | nothing |
+//! | `/healthz`, `/readyz`, `/openapi.json`, the pages of `/docs` and `/console` | nothing |
 //! | anything under `/v1/admin/` | `admin` |
 //! | `GET`/`HEAD` elsewhere | `reader` if `security.require_read_key`, else nothing |
 //! | any other method elsewhere | `writer` |
@@ -74,7 +74,7 @@ impl Auth {
 
     /// The role `method path` needs, or `None` when it is open.
     pub fn required_role(&self, method: &Method, path: &str) -> Option<KeyRole> {
-        if OPEN_PATHS.contains(&path) {
+        if OPEN_PATHS.contains(&path) || crate::ui::is_ui_path(path) {
             return None;
         }
         if path.starts_with(ADMIN_PREFIX) || path == ADMIN_PREFIX.trim_end_matches('/') {

@@ -43,6 +43,20 @@ pub enum ApiError {
         kind: &'static str,
         index: String,
     },
+    #[error("{0}")]
+    InvalidCursor(String),
+    #[error("no dead letter at stream sequence {0}")]
+    DeadLetterNotFound(u64),
+    /// Republishing an older event on its subject would let the stream's per-subject limit
+    /// discard the newer one.
+    #[error(
+        "a newer event of this entity is in the stream (sequence {newer}); it supersedes this \
+         dead letter: drop it instead"
+    )]
+    DeadLetterSuperseded { newer: u64 },
+    /// NATS (the event stream holding dead letters) could not be reached.
+    #[error("the event stream is unavailable; retry later")]
+    StreamUnavailable,
     #[error("no route for {0}")]
     RouteNotFound(String),
     #[error("method not allowed")]
@@ -106,6 +120,10 @@ impl ApiError {
             ApiError::EventTooLarge { .. } => "event_too_large",
             ApiError::CollectionNotFound(_) => "collection_not_found",
             ApiError::NotFound { .. } => "not_found",
+            ApiError::InvalidCursor(_) => "invalid_cursor",
+            ApiError::DeadLetterNotFound(_) => "dead_letter_not_found",
+            ApiError::DeadLetterSuperseded { .. } => "dead_letter_superseded",
+            ApiError::StreamUnavailable => "stream_unavailable",
             ApiError::RouteNotFound(_) => "route_not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::IdMismatch { .. } => "id_mismatch",
@@ -130,7 +148,8 @@ impl ApiError {
             | ApiError::InvalidJson(_)
             | ApiError::InvalidBody(_)
             | ApiError::InvalidPrecondition(_)
-            | ApiError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
+            | ApiError::InvalidQuery(_)
+            | ApiError::InvalidCursor(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge { .. } | ApiError::EventTooLarge { .. } => {
                 StatusCode::PAYLOAD_TOO_LARGE
@@ -139,19 +158,21 @@ impl ApiError {
             | ApiError::NotFound { .. }
             | ApiError::IndexNotFound { .. }
             | ApiError::RouteNotFound(_)
+            | ApiError::DeadLetterNotFound(_)
             | ApiError::AdminDisabled => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::IdMismatch { .. } | ApiError::InvalidDocument(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ApiError::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
-            ApiError::Conflict => StatusCode::CONFLICT,
+            ApiError::Conflict | ApiError::DeadLetterSuperseded { .. } => StatusCode::CONFLICT,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             // 503, not 408: the server was too slow, not the client (408 says the client did
             // not finish sending its request in time).
             ApiError::StoreUnavailable
             | ApiError::CacheUnavailable
+            | ApiError::StreamUnavailable
             | ApiError::Timeout { .. }
             | ApiError::Overloaded
             | ApiError::OutcomeUnknown => StatusCode::SERVICE_UNAVAILABLE,
@@ -215,7 +236,10 @@ impl IntoResponse for ApiError {
         let mut response = (self.status(), Json(body)).into_response();
         let headers = response.headers_mut();
         match self {
-            ApiError::StoreUnavailable | ApiError::CacheUnavailable | ApiError::Overloaded => {
+            ApiError::StoreUnavailable
+            | ApiError::CacheUnavailable
+            | ApiError::StreamUnavailable
+            | ApiError::Overloaded => {
                 headers.insert(
                     header::RETRY_AFTER,
                     HeaderValue::from_static(RETRY_AFTER_SECS),

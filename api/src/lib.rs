@@ -19,6 +19,7 @@
 //! - [`relay`]: the outbox relay that publishes committed events to JetStream.
 //! - [`request_id`]: `x-request-id` for requests that come without one.
 //! - [`state`]: the shared application state.
+//! - [`ui`]: the embedded browser pages, `/docs` (Swagger UI) and `/console`.
 
 pub mod auth;
 pub mod body;
@@ -37,6 +38,7 @@ pub mod routes;
 pub mod shutdown;
 pub mod startup;
 pub mod state;
+pub mod ui;
 
 pub use error::ApiError;
 pub use shutdown::signal as shutdown_signal;

@@ -237,11 +237,19 @@ pub fn router_and_spec(
             documents::delete
         ))
         .routes(routes!(reads::fields))
+        .routes(routes!(crate::routes::projections::projections))
         .routes(routes!(reads::near))
         .routes(routes!(reads::top))
         .routes(routes!(admin::invalidate::invalidate))
         .routes(routes!(admin::status::status))
         .routes(routes!(admin::audit::audit))
+        .routes(routes!(admin::generations::generations))
+        .routes(routes!(admin::dead_letters::list))
+        .routes(routes!(
+            admin::dead_letters::show,
+            admin::dead_letters::drop
+        ))
+        .routes(routes!(admin::dead_letters::redrive))
         .split_for_parts();
     crate::openapi::document_guards(&mut spec);
     let json = Arc::new(
@@ -250,6 +258,7 @@ pub fn router_and_spec(
     );
     let router = routes
         .route("/openapi.json", get(move || openapi_json(json.clone())))
+        .merge(crate::ui::routes())
         .fallback(
             |uri: axum::http::Uri| async move { ApiError::RouteNotFound(uri.path().to_owned()) },
         )

@@ -3,7 +3,8 @@
 #
 #   infra/scripts/install-deps.sh          redis-server (+ redis-cli, redis-benchmark), nats-server
 #   infra/scripts/install-deps.sh --run    ... and curl and openssl (what run-local.sh and the README use)
-#   infra/scripts/install-deps.sh --test   ... and curl, openssl and prometheus (promtool)
+#   infra/scripts/install-deps.sh --test   ... and curl, openssl, prometheus (promtool), chromium
+#                                          and chromium-driver (the console's browser tests)
 #
 # Debian/Ubuntu (apt-get). Runs `apt-get update` once, and only when something is missing.
 # Works as root, or through sudo when not root. Idempotent: a second run installs nothing.
@@ -14,7 +15,7 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 with_curl=0
@@ -53,6 +54,9 @@ if [ "$with_curl" = 1 ]; then
 fi
 if [ "$with_prometheus" = 1 ]; then
     wanted+=(promtool:prometheus)
+fi
+if [ "$with_test" = 1 ]; then
+    wanted+=(chromium:chromium chromedriver:chromium-driver)
 fi
 
 missing=()

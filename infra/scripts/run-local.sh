@@ -25,6 +25,8 @@
 #                                     takes the same variable)
 #   BIN_DIR: unset, so the binaries are built into target/release; set to a directory that
 #                                     holds them (e.g. target/debug) to use those, unbuilt.
+#   ADMIN_ENABLED=true                the operator routes, which the console's operations pane
+#                                     uses (a local API on 127.0.0.1; set false to turn them off)
 set -euo pipefail
 
 cd "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/../.."
@@ -35,6 +37,7 @@ export NATS_URL=${NATS_URL:-nats://127.0.0.1:4222}
 export API_ADDR=${API_ADDR:-127.0.0.1:8080}
 API_METRICS_ADDR=${API_METRICS_ADDR:-${METRICS_ADDR:-127.0.0.1:9464}}
 WORKER_METRICS_ADDR=${WORKER_METRICS_ADDR:-127.0.0.1:9465}
+export ADMIN_ENABLED=${ADMIN_ENABLED:-true}
 # METRICS_ADDR differs per binary: each gets its own below.
 unset METRICS_ADDR
 SEED_COUNT=${SEED_COUNT:-1000}
@@ -240,6 +243,8 @@ cat <<EOT
 
 cacheflow is running.
   API          http://$API_ADDR
+  console      http://$API_ADDR/console
+  API docs     http://$API_ADDR/docs
   liveness     http://$API_ADDR/healthz
   readiness    http://$API_ADDR/readyz
   API metrics  http://$API_METRICS_ADDR/metrics

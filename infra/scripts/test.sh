@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one test command, locally and in CI:
-#   1. install the system packages the tests need (redis-server, nats-server, curl, promtool)
+#   1. install the system packages the tests need (redis-server, nats-server, curl, promtool,
+#      chromium and chromium-driver for the console's browser test)
 #   2. cargo fmt --all -- --check
 #   3. cargo clippy --workspace --all-targets -- -D warnings
 #   4. cargo build --workspace --bins (the fault-injection suite, `cargo test -p cacheflow-api

@@ -13,9 +13,7 @@
 use async_nats::header::{HeaderMap, NATS_MESSAGE_ID};
 use async_nats::jetstream::{self, Message};
 
-pub const REASON: &str = "Cacheflow-Dlq-Reason";
-pub const STREAM_SEQ: &str = "Cacheflow-Dlq-Stream-Seq";
-pub const SUBJECT: &str = "Cacheflow-Dlq-Subject";
+pub use cacheflow_shared::events::dlq::{subject, REASON, STREAM_SEQ, SUBJECT};
 /// The collection used when the payload cannot even be decoded.
 pub const UNKNOWN_COLLECTION: &str = "unknown";
 /// Header values stay readable and within what NATS servers accept.
@@ -27,11 +25,6 @@ pub struct DeadLetter {
     pub subject: String,
     pub headers: HeaderMap,
     pub payload: bytes::Bytes,
-}
-
-/// The subject dead letters of `collection` go to.
-pub fn subject(subject_prefix: &str, collection: &str, stream_sequence: u64) -> String {
-    format!("{subject_prefix}.dlq.{collection}.{stream_sequence}")
 }
 
 impl DeadLetter {

@@ -1,4 +1,5 @@
-//! The read API: entities (`GET /v1/{collection}/{id}`, batch `?ids=`), and the structure
+//! The read API: entities (`GET /v1/{collection}/{id}`, batch `?ids=`, listing without it in
+//! [`super::listing`]), and the structure
 //! queries `near`, `top` and `fields`. Every answer says where it came from in `X-Cache`.
 
 use std::collections::HashMap;
@@ -96,11 +97,13 @@ struct BatchItemBody {
     tag = "reads",
     params(
         ("collection" = String, Path, description = "A collection of the pipeline"),
-        ("ids" = String, Query, description = "Comma-separated ids, at most `reads.max_batch_ids` (1,000)"),
+        ("ids" = Option<String>, Query, description = "Comma-separated ids, at most `reads.max_batch_ids` (1,000): a batch read. Without it, the collection is listed a page at a time"),
+        ("limit" = Option<usize>, Query, description = "Listing (no `ids`): documents per page, 1 to 1000, default 100"),
+        ("cursor" = Option<String>, Query, description = "Listing (no `ids`): the `next_cursor` of the previous page"),
     ),
     responses(
-        (status = 200, description = "`{ items: [{ id, found, document? }], missing: [id] }` in the order asked", body = Object, headers(("X-Cache" = String))),
-        (status = 400, description = "Missing or too many ids, or an invalid id", body = ErrorBody),
+        (status = 200, description = "With `ids`: `{ items: [{ id, found, document? }], missing: [id] }` in the order asked (with `X-Cache`). Without: a `Page` of live documents in id order, from the store", body = crate::routes::listing::Page, headers(("X-Cache" = String))),
+        (status = 400, description = "Too many ids, an invalid id, a bad `limit` (`invalid_query`) or a cursor this API did not return (`invalid_cursor`)", body = ErrorBody),
         (status = 404, description = "Unknown collection", body = ErrorBody),
         (status = 503, description = "Misses needed the store, which is unavailable", body = ErrorBody),
     )
@@ -113,9 +116,13 @@ pub async fn get_many(
     let collection = state
         .collection(&collection)
         .ok_or(ApiError::CollectionNotFound(collection))?;
-    let ids_param = query
-        .get("ids")
-        .ok_or_else(|| ApiError::InvalidQuery("`ids` is required: ?ids=a,b,c".into()))?;
+    let Some(ids_param) = query.get("ids") else {
+        return Ok(
+            crate::routes::listing::list(&state, &collection.name, &query)
+                .await?
+                .into_response(),
+        );
+    };
     let ids: Vec<String> = ids_param.split(',').map(str::to_owned).collect();
     let max = state.read_settings().max_batch_ids;
     if ids.len() > max {

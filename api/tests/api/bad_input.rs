@@ -141,6 +141,7 @@ fn documented_codes() -> &'static HashMap<&'static str, Option<u16>> {
             ApiError::InvalidBody(text()),
             ApiError::InvalidPrecondition(text()),
             ApiError::InvalidQuery(text()),
+            ApiError::InvalidCursor(text()),
             ApiError::UnsupportedMediaType(text()),
             ApiError::PayloadTooLarge { limit: MIB },
             ApiError::CollectionNotFound(text()),
@@ -176,6 +177,9 @@ fn documented_codes() -> &'static HashMap<&'static str, Option<u16>> {
             "overloaded",
             "cache_unavailable",
             "admin_disabled",
+            "dead_letter_not_found",
+            "dead_letter_superseded",
+            "stream_unavailable",
         ] {
             codes.entry(code).or_insert(None);
         }
@@ -741,7 +745,7 @@ fn in_range(text: Option<&&str>, range: std::ops::RangeInclusive<usize>) -> bool
         .is_some_and(|v| range.contains(&v))
 }
 
-/// The documented query rules: `limit` 1..=1,000 (default 10), `offset` 0..=100,000, `lon` in
+/// The documented query rules: `limit` 1..=1,000 (default 10; 100 for a listing), `offset` 0..=100,000, `lon` in
 /// [-180, 180], `lat` in Redis's range, `radius_m` in (0, 100 km], at most 1,000 ids, key
 /// template values usable in a key.
 fn expect_query(endpoint: &Endpoint, query: &HashMap<&str, &str>) -> Expect {
@@ -749,8 +753,13 @@ fn expect_query(endpoint: &Endpoint, query: &HashMap<&str, &str>) -> Expect {
     let limit_ok = !query.contains_key("limit") || in_range(query.get("limit"), 1..=1000);
     match endpoint {
         Endpoint::Many => {
+            // Without ids: the collection listed a page at a time.
             let Some(ids) = query.get("ids") else {
-                return INVALID;
+                return if limit_ok {
+                    Expect::OneOf(&[200])
+                } else {
+                    INVALID
+                };
             };
             let ids: Vec<&str> = ids.split(',').collect();
             if ids.len() > 1000 {
@@ -816,6 +825,21 @@ fn inspect_query(
             .map_or(10, |l| l.parse::<usize>().unwrap())
     };
     match endpoint {
+        Endpoint::Many if !query.contains_key("ids") => {
+            let items = body["items"].as_array().cloned().unwrap_or_default();
+            let page = query
+                .get("limit")
+                .map_or(100, |l| l.parse::<usize>().unwrap());
+            prop_assert!(items.len() <= page, "{:?}: {:?}", probe, answer);
+            let ids: Vec<&str> = items.iter().filter_map(|i| i["id"].as_str()).collect();
+            prop_assert_eq!(ids.len(), items.len(), "{:?}", probe);
+            prop_assert!(
+                ids.windows(2).all(|w| w[0] < w[1]),
+                "{:?}: {:?}",
+                probe,
+                answer
+            );
+        }
         Endpoint::Many => {
             let asked: Vec<&str> = query["ids"].split(',').collect();
             let items = body["items"].as_array().cloned().unwrap_or_default();

@@ -86,10 +86,14 @@ async fn the_openapi_document_matches_the_router() {
     assert_eq!(
         documented,
         vec![
+            "delete /v1/admin/dead-letters/{seq}",
             "delete /v1/{collection}/{id}",
             "get /healthz",
             "get /readyz",
             "get /v1/admin/audit",
+            "get /v1/admin/dead-letters",
+            "get /v1/admin/dead-letters/{seq}",
+            "get /v1/admin/generations",
             "get /v1/admin/status",
             "get /v1/collections",
             "get /v1/collections/{collection}",
@@ -98,7 +102,9 @@ async fn the_openapi_document_matches_the_router() {
             "get /v1/{collection}/top/{index}",
             "get /v1/{collection}/{id}",
             "get /v1/{collection}/{id}/fields",
+            "get /v1/{collection}/{id}/projections",
             "patch /v1/{collection}/{id}",
+            "post /v1/admin/dead-letters/{seq}/redrive",
             "post /v1/admin/invalidate",
             "put /v1/{collection}/{id}",
         ]

@@ -5,6 +5,7 @@
 //! - [`publisher`]: the event-publisher port and its JetStream adapter (`Nats-Msg-Id` dedupe).
 
 pub mod connect;
+pub mod dlq;
 pub mod publisher;
 pub mod stream;
 

@@ -5,6 +5,8 @@
 //! - [`invalidate`]: `POST /v1/admin/invalidate`, cache invalidation.
 //! - [`status`]: `GET /v1/admin/status`, the pipeline's dependencies, backlog and freshness.
 //! - [`audit`]: `GET /v1/admin/audit`, the last consistency audit.
+//! - [`dead_letters`]: `/v1/admin/dead-letters`, list, show, redrive and drop dead letters.
+//! - [`generations`]: `GET /v1/admin/generations`, each collection's cache generations.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -13,6 +15,8 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 pub mod audit;
+pub mod dead_letters;
+pub mod generations;
 pub mod invalidate;
 pub mod status;
 
