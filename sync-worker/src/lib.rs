@@ -33,6 +33,7 @@ pub mod consumer;
 pub mod dlq;
 pub mod health;
 pub mod metrics;
+pub mod notices;
 pub mod ops;
 pub mod retry;
 pub mod shutdown;

@@ -151,6 +151,7 @@ pub async fn run_observed(
         "sync worker running"
     );
 
+    let notices = crate::notices::Notices::new(client.clone(), &settings.stream.subject_prefix);
     let ctx = BatchContext {
         writer: &writer as &dyn CacheWriter,
         js: &js,
@@ -158,6 +159,7 @@ pub async fn run_observed(
         backoff,
         shutdown: &shutdown,
         metrics: &metrics,
+        notices: &notices,
     };
     // The audits and the consumer (the watchdog) are polled alongside, and the background audit
     // runs, until the loop has ended.
