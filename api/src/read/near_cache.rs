@@ -124,6 +124,12 @@ impl NearCache {
             return;
         }
         put(&self.cache, key, Some(json.to_vec()), version);
+    }
+
+    /// Brings moka's bookkeeping (expiry, evictions, the weighted size) up to date and exports
+    /// the bytes held; run every second rather than on the read path.
+    pub fn refresh_bytes(&self) {
+        self.cache.run_pending_tasks();
         self.bytes.set(self.cache.weighted_size() as f64);
     }
 

@@ -2,12 +2,16 @@
 //! (`cacheflow_shared::notice`), each applied entity handed to the reader's near-cache.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use cacheflow_shared::notice::{self, AppliedNotice};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::Reader;
+
+/// How often the near-cache's size is brought up to date and exported.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
 pub struct NoticeSubscriber {
     reader: Arc<Reader>,
@@ -33,9 +37,16 @@ impl NoticeSubscriber {
         let Some(mut subscriber) = self.subscriber else {
             return;
         };
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
         loop {
             let message = tokio::select! {
                 () = stop.cancelled() => break,
+                _ = housekeeping.tick() => {
+                    if let Some(near) = &self.reader.near {
+                        near.refresh_bytes();
+                    }
+                    continue;
+                }
                 message = subscriber.next() => message,
             };
             let Some(message) = message else { break };

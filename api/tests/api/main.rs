@@ -11,6 +11,7 @@ mod events;
 mod helpers;
 mod limits;
 mod nats_outage;
+mod near_cache;
 mod openapi;
 mod queries;
 mod races;
