@@ -6,7 +6,7 @@
 //! - [`limits`]: requests in flight (shed beyond the cap) and the per-request deadline.
 //! - [`shutdown`]: the signal, and stopping within one deadline (in-flight requests, outbox).
 //! - [`routes`]: `documents` (PUT/PATCH/DELETE writes), `reads` (entity reads and structure
-//!   queries), `health` (`/healthz`, `/readyz`) and `admin` (`/v1/admin/invalidate`).
+//!   queries), `health` (`/healthz`, `/readyz`), `collections` (discovery) and `admin` (`/v1/admin/`).
 //! - [`read`]: the read side: cache-aside with single-flight, batch reads, structure queries from
 //!   Redis with the store as fallback, each collection's active cache generation, invalidation.
 //! - [`extract`]: request extractors (entity path, JSON body, conditional headers) that reject with
@@ -14,6 +14,7 @@
 //! - [`error`]: the API's one error type with stable codes.
 //! - [`event_size`]: refusing a write whose event the stream could not take.
 //! - [`http_metrics`]: request counts and durations by route pattern and status class.
+//! - [`boot_metrics`]: every series with labels known in advance, registered at zero at start-up.
 //! - [`openapi`]: the OpenAPI document (`/openapi.json`), generated from the route annotations.
 //! - [`relay`]: the outbox relay that publishes committed events to JetStream.
 //! - [`request_id`]: `x-request-id` for requests that come without one.
@@ -21,6 +22,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod boot_metrics;
 pub mod edge;
 pub mod error;
 pub mod event_size;

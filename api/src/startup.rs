@@ -33,6 +33,7 @@ use crate::read::populate::Populator;
 use crate::read::redis_reads::RedisReads;
 use crate::read::views::Views;
 use crate::read::Reader;
+use crate::relay::heartbeat::Heartbeats;
 use crate::relay::OutboxRelay;
 use crate::routes::{admin, collections, documents, health, reads};
 use crate::shutdown;
@@ -44,6 +45,7 @@ pub struct Application {
     metrics: PrometheusHandle,
     router: Router,
     relay: OutboxRelay,
+    heartbeats: Option<Heartbeats>,
     generations: GenerationFollower,
     notices: NoticeSubscriber,
     limits: Limits,
@@ -93,6 +95,12 @@ impl Application {
             consumer: settings.worker.consumer.clone(),
             key_prefix: settings.worker.key_prefix.clone(),
         };
+        let heartbeats = Heartbeats::new(
+            store.clone(),
+            pipeline.collection_names().map(str::to_owned).collect(),
+            settings.outbox.heartbeat_interval(),
+            wake.clone(),
+        );
         let relay = OutboxRelay::new(
             store.clone(),
             publisher,
@@ -135,12 +143,15 @@ impl Application {
             pipeline_names,
         });
         let limits = Limits::new(&settings.limits);
+        let (router, spec) = router_and_spec(state, Auth::from_settings(&settings), limits.clone());
+        crate::boot_metrics::register_at_zero(&pipeline, &crate::boot_metrics::routes_of(&spec));
         Ok(Self {
             listener,
             metrics_listener,
             metrics,
-            router: router(state, Auth::from_settings(&settings), limits.clone()),
+            router,
             relay,
+            heartbeats,
             generations,
             notices,
             limits,
@@ -169,6 +180,10 @@ impl Application {
     ) -> anyhow::Result<()> {
         let stop_relay = CancellationToken::new();
         let relay = tokio::spawn(self.relay.run(stop_relay.clone()));
+        // Heartbeats stop with the relay, before the outbox is drained.
+        if let Some(heartbeats) = self.heartbeats {
+            tokio::spawn(heartbeats.run(stop_relay.clone()));
+        }
         // Metrics and the generation follower serve the requests that are finishing too: they
         // stop last.
         let stop_background = CancellationToken::new();

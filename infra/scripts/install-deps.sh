@@ -2,8 +2,8 @@
 # Installs the system packages cacheflow needs, and only those that are missing.
 #
 #   infra/scripts/install-deps.sh          redis-server (+ redis-cli, redis-benchmark), nats-server
-#   infra/scripts/install-deps.sh --run    ... and curl (what run-local.sh needs)
-#   infra/scripts/install-deps.sh --test   ... and curl and prometheus (promtool)
+#   infra/scripts/install-deps.sh --run    ... and curl and openssl (what run-local.sh and the README use)
+#   infra/scripts/install-deps.sh --test   ... and curl, openssl and prometheus (promtool)
 #
 # Debian/Ubuntu (apt-get). Runs `apt-get update` once, and only when something is missing.
 # Works as root, or through sudo when not root. Idempotent: a second run installs nothing.
@@ -48,7 +48,8 @@ wanted=(
     nats-server:nats-server
 )
 if [ "$with_curl" = 1 ]; then
-    wanted+=(curl:curl)
+    # openssl: the README's protected start makes a key with `openssl rand`.
+    wanted+=(curl:curl openssl:openssl)
 fi
 if [ "$with_prometheus" = 1 ]; then
     wanted+=(promtool:prometheus)

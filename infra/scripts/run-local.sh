@@ -4,7 +4,8 @@
 #   - starts redis-server and nats-server (JetStream) unless something already listens on
 #     their ports;
 #   - builds and (re)starts cacheflow-api and cacheflow-sync-worker in the background;
-#   - seeds 1,000 demo places on the first run;
+#   - seeds 1,000 demo places on the first run, and waits until the worker projected them
+#     into Redis (or says that it did not);
 #   - starts Prometheus when it is installed and infra/prometheus.local.yml exists.
 # Everything it creates lives under data/ (logs in data/logs, pid files in data/).
 # Idempotent: run it again to rebuild and restart the API and the worker.
@@ -15,8 +16,15 @@
 #   API_METRICS_ADDR=127.0.0.1:9464   WORKER_METRICS_ADDR=127.0.0.1:9465
 #   STORE_URL, PIPELINE_CONFIG, CACHEFLOW_*: passed through to the binaries.
 #   API_KEYS: unset by default, so the local API is open (it logs a warning saying so); when
-#                                     set, export CACHEFLOW_API_KEY=<a writer key> for the seeding.
+#                                     set, export CACHEFLOW_API_KEY=<a writer key> for the seeding
+#                                     (the servers never read CACHEFLOW_API_KEY as a setting).
 #   SEED_COUNT=1000                   places seeded on the first run
+#   SEED_WAIT_SECS=120                longest wait for the worker to project the seeded places
+#   PROMETHEUS_ADDR=127.0.0.1:9090    where Prometheus listens; `off`: do not start it
+#   DATA_DIR=data                     where everything the runner creates lives (stop-local.sh
+#                                     takes the same variable)
+#   BIN_DIR: unset, so the binaries are built into target/release; set to a directory that
+#                                     holds them (e.g. target/debug) to use those, unbuilt.
 set -euo pipefail
 
 cd "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/../.."
@@ -30,9 +38,12 @@ WORKER_METRICS_ADDR=${WORKER_METRICS_ADDR:-127.0.0.1:9465}
 # METRICS_ADDR differs per binary: each gets its own below.
 unset METRICS_ADDR
 SEED_COUNT=${SEED_COUNT:-1000}
-PROMETHEUS_ADDR=127.0.0.1:9090
+SEED_WAIT_SECS=${SEED_WAIT_SECS:-120}
+PROMETHEUS_ADDR=${PROMETHEUS_ADDR:-127.0.0.1:9090}
 
-DATA=$ROOT/data
+DATA=$(mkdir -p "${DATA_DIR:-data}" && cd "${DATA_DIR:-data}" && pwd)
+# The embedded store lives with the rest of the runner's data.
+export STORE_URL=${STORE_URL:-sqlite://$DATA/cacheflow.db}
 LOGS=$DATA/logs
 mkdir -p "$LOGS" "$DATA/redis" "$DATA/nats"
 
@@ -127,8 +138,17 @@ else
 fi
 
 # ------------------------------------------------------------------------------------------------
-say "building release binaries"
-cargo build --release -p cacheflow-api -p cacheflow-sync-worker -p cacheflow-loadtests
+if [ -n "${BIN_DIR:-}" ]; then
+    BIN=$(cd "$BIN_DIR" && pwd)
+    for binary in cacheflow-api cacheflow-sync-worker cacheflow-loadtests; do
+        [ -x "$BIN/$binary" ] || die "BIN_DIR=$BIN_DIR has no $binary: build it, or unset BIN_DIR"
+    done
+    say "using the binaries in $BIN"
+else
+    say "building release binaries"
+    cargo build --release -p cacheflow-api -p cacheflow-sync-worker -p cacheflow-loadtests
+    BIN=$ROOT/target/release
+fi
 
 stop_pidfile "$DATA/api.pid" cacheflow-api
 stop_pidfile "$DATA/worker.pid" cacheflow-sync-worker
@@ -139,23 +159,21 @@ if listening "$api_host" "$api_port"; then
     die "something else already listens on $API_ADDR: stop it or set API_ADDR"
 fi
 
-say "api: starting target/release/cacheflow-api on $API_ADDR (log data/logs/api.log)"
-METRICS_ADDR=$API_METRICS_ADDR nohup target/release/cacheflow-api >>"$LOGS/api.log" 2>&1 </dev/null &
+say "api: starting $BIN/cacheflow-api on $API_ADDR (log $LOGS/api.log)"
+METRICS_ADDR=$API_METRICS_ADDR nohup "$BIN/cacheflow-api" >>"$LOGS/api.log" 2>&1 </dev/null &
 echo $! >"$DATA/api.pid"
 
-if [ -x target/release/cacheflow-sync-worker ]; then
-    say "worker: starting target/release/cacheflow-sync-worker (log data/logs/worker.log)"
-    METRICS_ADDR=$WORKER_METRICS_ADDR nohup target/release/cacheflow-sync-worker \
-        >>"$LOGS/worker.log" 2>&1 </dev/null &
-    echo $! >"$DATA/worker.pid"
-fi
+say "worker: starting $BIN/cacheflow-sync-worker (log $LOGS/worker.log)"
+METRICS_ADDR=$WORKER_METRICS_ADDR nohup "$BIN/cacheflow-sync-worker" \
+    >>"$LOGS/worker.log" 2>&1 </dev/null &
+echo $! >"$DATA/worker.pid"
 
 say "waiting for http://$API_ADDR/healthz"
 api_pid=$(cat "$DATA/api.pid")
 deadline=$((SECONDS + 30))
 until [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$API_ADDR/healthz" || true)" = 200 ]; do
     if ! kill -0 "$api_pid" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then
-        echo "run-local: the API did not become healthy; last lines of data/logs/api.log:" >&2
+        echo "run-local: the API did not become healthy; last lines of $LOGS/api.log:" >&2
         tail -n 40 "$LOGS/api.log" >&2 || true
         exit 1
     fi
@@ -163,24 +181,52 @@ until [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$API_ADDR
 done
 say "api: healthy"
 
+# The worker's readiness (consumer bound, NATS and Redis answer, not stalled) on its metrics
+# address. Not fatal: the API works without it, but nothing reaches Redis until it is ready.
+say "waiting for the worker: http://$WORKER_METRICS_ADDR/readyz"
+worker_pid=$(cat "$DATA/worker.pid")
+deadline=$((SECONDS + 30))
+until [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$WORKER_METRICS_ADDR/readyz" || true)" = 200 ]; do
+    if ! kill -0 "$worker_pid" 2>/dev/null; then
+        printf 'run-local: the sync worker exited; last lines of %s/worker.log:\n' "$LOGS" >&2
+        tail -n 40 "$LOGS/worker.log" >&2 || true
+        die "the sync worker is not running: nothing will reach Redis"
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+        printf 'run-local: WARNING: the sync worker is not ready after 30 s; it says: %s\n' \
+            "$(curl -s --max-time 2 "http://$WORKER_METRICS_ADDR/readyz" || echo 'no answer')" >&2
+        break
+    fi
+    sleep 0.5
+done
+
 # ------------------------------------------------------------------------------------------------
 if [ ! -e "$DATA/.seeded" ]; then
-    say "seeding $SEED_COUNT demo places (first run only)"
-    if ! target/release/cacheflow-loadtests seed --api "http://$API_ADDR" --count "$SEED_COUNT"; then
-        die "seeding failed; the API and the worker keep running (data/logs); run again to retry"
+    say "seeding $SEED_COUNT demo places (first run only), then waiting until the worker projected them"
+    # --redis: the seeding also waits (up to SEED_WAIT_SECS) until every written version is in
+    # Redis, so a worker that applies nothing is reported here rather than found out later.
+    if ! "$BIN/cacheflow-loadtests" seed --api "http://$API_ADDR" --count "$SEED_COUNT" \
+        --redis "$REDIS_URL" --key-prefix "${CACHEFLOW_WORKER__KEY_PREFIX:-}" \
+        --wait-secs "$SEED_WAIT_SECS"; then
+        printf 'run-local: the seeding did not complete (the line above says how): writes failed,\n' >&2
+        printf '  or the worker did NOT project every seeded place into Redis, so near and top\n' >&2
+        printf '  lists miss them. Check the worker: tail %s/worker.log;\n' "$LOGS" >&2
+        printf '  curl -s http://%s/metrics | grep cacheflow_worker\n' "$WORKER_METRICS_ADDR" >&2
+        die "seeding incomplete; the API and the worker keep running; run again to retry"
     fi
     touch "$DATA/.seeded"
 else
-    say "demo places already seeded (delete data/.seeded to seed again)"
+    say "demo places already seeded (delete $DATA/.seeded to seed again)"
 fi
 
 prometheus_started=0
-if command -v prometheus >/dev/null 2>&1 && [ -f infra/prometheus.local.yml ]; then
+if [ "$PROMETHEUS_ADDR" != off ] && command -v prometheus >/dev/null 2>&1 &&
+    [ -f infra/prometheus.local.yml ]; then
     if live_pid "$DATA/prometheus.pid" prometheus >/dev/null; then
         prometheus_started=1
         say "prometheus: already running (started by an earlier run)"
-    elif ! listening 127.0.0.1 9090; then
-        say "prometheus: starting on $PROMETHEUS_ADDR (log data/logs/prometheus.log)"
+    elif ! listening "$(addr_host "$PROMETHEUS_ADDR")" "$(addr_port "$PROMETHEUS_ADDR")"; then
+        say "prometheus: starting on $PROMETHEUS_ADDR (log $LOGS/prometheus.log)"
         mkdir -p "$DATA/prometheus"
         nohup prometheus --config.file=infra/prometheus.local.yml --storage.tsdb.path="$DATA/prometheus" \
             --web.listen-address="$PROMETHEUS_ADDR" >>"$LOGS/prometheus.log" 2>&1 </dev/null &
@@ -202,15 +248,25 @@ EOT
 if [ "$prometheus_started" = 1 ]; then
     echo "  Prometheus   http://$PROMETHEUS_ADDR"
 fi
+# Writes need a writer key once API_KEYS is set: the commands name the variable, never the key.
+auth=
+if [ -n "${API_KEYS:-}" ]; then
+    auth=" -H \"Authorization: Bearer \$CACHEFLOW_API_KEY\""
+fi
 cat <<EOT
-  logs         data/logs/   (stop everything with infra/scripts/stop-local.sh)
+  logs         $LOGS/   (stop everything with infra/scripts/stop-local.sh)
 
 Try:
+  curl -s $API_ADDR/v1/collections/places
   curl -s $API_ADDR/v1/places/place-0001
-  curl -s -X PUT $API_ADDR/v1/places/my-cafe -H 'Content-Type: application/json' \\
+  curl -s '$API_ADDR/v1/places/near/nearby?lon=-9.1393&lat=38.7223&radius_m=2000&limit=5'
+  curl -s '$API_ADDR/v1/places/top/rating?limit=5&offset=0'
+  curl -s '$API_ADDR/v1/places/top/rating_by_category?category=cafe&limit=5'
+  curl -s $API_ADDR/v1/places/place-0001/fields
+  curl -s -X PUT $API_ADDR/v1/places/my-cafe$auth -H 'Content-Type: application/json' \\
        -d '{"name":"My Cafe","category":"cafe","rating":4.5,"price":2,"location":{"type":"Point","coordinates":[-9.1393,38.7223]}}'
-  curl -s -X PATCH $API_ADDR/v1/places/my-cafe -H 'Content-Type: application/merge-patch+json' \\
+  curl -s -X PATCH $API_ADDR/v1/places/my-cafe$auth -H 'Content-Type: application/merge-patch+json' \\
        -d '{"rating":4.8}'
-  curl -s -X DELETE $API_ADDR/v1/places/my-cafe
+  curl -s -X DELETE -i $API_ADDR/v1/places/my-cafe$auth
   curl -s $API_ADDR/readyz
 EOT

@@ -2,11 +2,16 @@
 # Stops what infra/scripts/run-local.sh started, by the pid files it left in data/:
 # the sync worker, the API, Prometheus, nats-server and redis-server. Servers that were already
 # running before (system services, anything without one of our pid files) are left alone.
-# Idempotent: stopping twice is fine.
+# Idempotent: stopping twice is fine. DATA_DIR (default data): the runner's DATA_DIR.
 set -euo pipefail
 
 cd "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/../.."
-DATA=$PWD/data
+DATA=${DATA_DIR:-data}
+if [ ! -d "$DATA" ]; then
+    echo "nothing started by run-local.sh is running (no $DATA directory)"
+    exit 0
+fi
+DATA=$(cd "$DATA" && pwd)
 
 # The pid in a pid file, if that process is alive and runs `name` (guards against reused pids).
 live_pid() { # pidfile name
@@ -49,5 +54,5 @@ stop_pidfile "$DATA/redis.pid" redis-server
 if [ "$stopped" -eq 0 ]; then
     echo "nothing started by run-local.sh is running"
 else
-    echo "stopped $stopped process(es); data is kept in data/"
+    echo "stopped $stopped process(es); data is kept in $DATA/"
 fi

@@ -5,7 +5,8 @@
 //! - the documented top-level names `STORE_URL`, `REDIS_URL`, `NATS_URL`, `API_ADDR`,
 //!   `METRICS_ADDR`, `PIPELINE_CONFIG`, `ADMIN_ENABLED`, `API_KEYS`;
 //! - any other key as `CACHEFLOW_<SECTION>__<KEY>`, e.g. `CACHEFLOW_STREAM__MAX_MSGS_PER_SUBJECT=5`;
-//! - `CACHEFLOW_CONFIG`: the optional settings file (default `config/cacheflow.toml` when it exists).
+//! - `CACHEFLOW_CONFIG`: the optional settings file (default `config/cacheflow.toml` when it exists);
+//! - `CACHEFLOW_API_KEY` is a client's key (the load generator's), never read as a setting.
 //!
 //! URLs are [`SecretUrl`]s and passwords and tokens [`Secret`]s, so printing the settings never
 //! prints a credential. `API_KEYS` holds hashes of the keys, never the keys.
@@ -158,6 +159,17 @@ pub struct OutboxSettings {
     pub poll_interval_ms: u64,
     pub retry_min_ms: u64,
     pub retry_max_ms: u64,
+    /// How often the API writes a heartbeat of each collection through the outbox, which the
+    /// worker turns into `cacheflow_heartbeat_lag_seconds` (the end-to-end lag while nobody
+    /// writes). 0 turns it off.
+    pub heartbeat_interval_ms: u64,
+}
+
+impl OutboxSettings {
+    /// `None` when heartbeats are off.
+    pub fn heartbeat_interval(&self) -> Option<Duration> {
+        (self.heartbeat_interval_ms > 0).then(|| Duration::from_millis(self.heartbeat_interval_ms))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -368,7 +380,7 @@ impl WorkerSettings {
 pub struct ConfigError(String);
 
 /// The documented top-level environment names.
-const TOP_LEVEL_ENV: &[&str] = &[
+pub const TOP_LEVEL_ENV: &[&str] = &[
     "STORE_URL",
     "REDIS_URL",
     "NATS_URL",
@@ -379,6 +391,12 @@ const TOP_LEVEL_ENV: &[&str] = &[
     "API_KEYS",
 ];
 const ENV_PREFIX: &str = "CACHEFLOW_";
+/// Names under [`ENV_PREFIX`] that are not settings of the servers, without the prefix:
+/// `CACHEFLOW_CONFIG` names the settings file, and `CACHEFLOW_API_KEY` is the key a *client*
+/// presents (the load generator, the seeding in `run-local.sh`), which the documented
+/// protected start exports in the same shell as the servers. Every other `CACHEFLOW_*` name is
+/// read as a setting, so a typo there still stops the start-up with an error naming it.
+const NOT_SETTINGS_ENV: &[&str] = &["CONFIG", "API_KEY"];
 const CONFIG_FILE_ENV: &str = "CACHEFLOW_CONFIG";
 const DEFAULT_CONFIG_FILE: &str = "config/cacheflow.toml";
 
@@ -407,6 +425,7 @@ impl Settings {
                 poll_interval_ms: 250,
                 retry_min_ms: 50,
                 retry_max_ms: 5_000,
+                heartbeat_interval_ms: 10_000,
             },
             store: StoreSettings {
                 op_timeout_ms: 5_000,
@@ -455,9 +474,11 @@ impl Settings {
             }
             None => {}
         }
-        figment
-            .merge(Env::raw().only(TOP_LEVEL_ENV))
-            .merge(Env::prefixed(ENV_PREFIX).ignore(&["CONFIG"]).split("__"))
+        figment.merge(Env::raw().only(TOP_LEVEL_ENV)).merge(
+            Env::prefixed(ENV_PREFIX)
+                .ignore(NOT_SETTINGS_ENV)
+                .split("__"),
+        )
     }
 
     pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
@@ -711,6 +732,29 @@ mod tests {
             assert_eq!(settings.api_addr.to_string(), "0.0.0.0:9000");
             assert_eq!(settings.stream.max_msgs_per_subject, 3);
             assert_eq!(settings.stream.duplicate_window_secs, 30);
+            Ok(())
+        });
+    }
+
+    /// The documented protected start exports the client's key next to the servers' settings.
+    #[test]
+    fn the_client_key_is_not_a_setting() {
+        Jail::expect_with(|jail| {
+            jail.set_env("CACHEFLOW_API_KEY", "a-client-key");
+            jail.set_env("CACHEFLOW_OUTBOX__BATCH_SIZE", "64");
+            let settings = Settings::load(Role::Api).unwrap();
+            assert_eq!(settings.outbox.batch_size, 64);
+            assert!(Settings::load(Role::Worker).is_ok());
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            // Only that exact name: its look-alikes are still typos.
+            jail.set_env("CACHEFLOW_API_KEYS", "x");
+            let err = Settings::load(Role::Api).unwrap_err().to_string();
+            assert!(
+                err.contains("api_keys") || err.contains("API_KEYS"),
+                "{err}"
+            );
             Ok(())
         });
     }

@@ -15,7 +15,16 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub enum Op {
     Upsert,
     Delete,
+    /// Not a write: a timestamped marker the API writes through the outbox to measure the
+    /// pipeline's end-to-end lag (`cacheflow_heartbeat_lag_seconds`). Its id is [`HEARTBEAT_ID`],
+    /// its version the unix milliseconds of its commit; it carries no document and the worker
+    /// applies no projection for it.
+    Heartbeat,
 }
+
+/// The entity id of every heartbeat (a valid subject token no document id of a pipeline takes
+/// in practice: ids starting with `_cacheflow` are reserved).
+pub const HEARTBEAT_ID: &str = "_cacheflow_heartbeat";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
@@ -40,7 +49,7 @@ pub enum DecodeError {
     Schema(u32),
     #[error("an upsert event must carry a document")]
     MissingDocument,
-    #[error("a delete event must not carry a document")]
+    #[error("a delete or heartbeat event must not carry a document")]
     UnexpectedDocument,
     #[error("event version must be at least 1")]
     ZeroVersion,
@@ -53,6 +62,16 @@ impl Event {
 
     pub fn delete(collection: &str, id: &str, version: u64) -> Self {
         Self::new(collection, id, Op::Delete, version, None)
+    }
+
+    /// A heartbeat of `collection`, stamped now (its version: the unix milliseconds, at least 1).
+    pub fn heartbeat(collection: &str) -> Self {
+        let millis = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).max(1);
+        Self::new(collection, HEARTBEAT_ID, Op::Heartbeat, millis as u64, None)
+    }
+
+    pub fn is_heartbeat(&self) -> bool {
+        self.op == Op::Heartbeat
     }
 
     fn new(collection: &str, id: &str, op: Op, version: u64, document: Option<Document>) -> Self {
@@ -84,7 +103,7 @@ impl Event {
         }
         match (event.op, &event.document) {
             (Op::Upsert, None) => Err(DecodeError::MissingDocument),
-            (Op::Delete, Some(_)) => Err(DecodeError::UnexpectedDocument),
+            (Op::Delete | Op::Heartbeat, Some(_)) => Err(DecodeError::UnexpectedDocument),
             _ => Ok(event),
         }
     }
@@ -146,5 +165,23 @@ mod tests {
         value["version"] = json!(0);
         let err = Event::decode(&serde_json::to_vec(&value).unwrap()).unwrap_err();
         assert!(matches!(err, DecodeError::ZeroVersion));
+    }
+
+    #[test]
+    fn a_heartbeat_round_trips_and_carries_no_document() {
+        let beat = Event::heartbeat("places");
+        assert!(beat.is_heartbeat());
+        assert_eq!(beat.id, HEARTBEAT_ID);
+        assert!(
+            beat.version > 1_700_000_000_000,
+            "unix milliseconds: {}",
+            beat.version
+        );
+        assert_eq!(Event::decode(&beat.encode()).unwrap(), beat);
+        let mut value = serde_json::to_value(&beat).unwrap();
+        assert_eq!(value["op"], "heartbeat");
+        value["document"] = serde_json::json!({"id": "x"});
+        let err = Event::decode(&serde_json::to_vec(&value).unwrap()).unwrap_err();
+        assert!(matches!(err, DecodeError::UnexpectedDocument), "{err}");
     }
 }

@@ -2,6 +2,7 @@
 //! configuration and the event schema.
 //!
 //! - [`config`]: typed, layered settings (defaults < optional file < environment) for both binaries.
+//! - [`env_help`]: the environment variables with their defaults, for the binaries' `--help`.
 //! - [`pipeline`]: the declarative pipeline (collections and their Redis projections), validated at
 //!   start-up, plus the document checks each projection needs.
 //! - [`document`]: entity ids, documents and JSON merge patch.
@@ -21,6 +22,7 @@
 pub mod cache;
 pub mod config;
 pub mod document;
+pub mod env_help;
 pub mod event;
 pub mod events;
 pub mod notice;

@@ -278,12 +278,15 @@ fn arb_op() -> impl Strategy<Value = Text<Op>> {
         .prop_map(str::to_owned),
         any::<String>(),
     ]
-    .prop_filter("not an op", |s| s != "upsert" && s != "delete")
+    .prop_filter("not an op", |s| {
+        !["upsert", "delete", "heartbeat"].contains(&s.as_str())
+    })
     .prop_map(|s| json!(s).to_string());
     prop_oneof![
         4 => prop_oneof![
             Just(Text::Valid("\"upsert\"".to_owned(), Op::Upsert)),
             Just(Text::Valid("\"delete\"".to_owned(), Op::Delete)),
+            Just(Text::Valid("\"heartbeat\"".to_owned(), Op::Heartbeat)),
         ],
         1 => prop_oneof![bad_names, malformed_of("s")].prop_map(Text::Malformed),
     ]
@@ -488,7 +491,7 @@ impl Envelope {
         }
         match (op, &document) {
             (Op::Upsert, None) => return Err(Expected::MissingDocument),
-            (Op::Delete, Some(_)) => return Err(Expected::UnexpectedDocument),
+            (Op::Delete | Op::Heartbeat, Some(_)) => return Err(Expected::UnexpectedDocument),
             _ => {}
         }
         Ok(Event {
@@ -532,7 +535,7 @@ fn check_accepted(event: &Event) -> Result<(), TestCaseError> {
     prop_assert!(event.version >= 1);
     match event.op {
         Op::Upsert => prop_assert!(event.document.is_some()),
-        Op::Delete => prop_assert!(event.document.is_none()),
+        Op::Delete | Op::Heartbeat => prop_assert!(event.document.is_none()),
     }
     // An accepted event can be re-published: it encodes (without panicking) to itself.
     let bytes = event.encode();

@@ -56,6 +56,15 @@ fn services(compose: &Yaml) -> Vec<(String, Yaml)> {
         .collect()
 }
 
+/// The compose service `name`.
+fn service(compose: &Yaml, name: &str) -> Yaml {
+    services(compose)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("no {name} service"))
+        .1
+}
+
 fn str_of(value: &Yaml) -> Option<String> {
     match value {
         Yaml::String(s) => Some(s.clone()),
@@ -172,7 +181,12 @@ fn compose_services_set_only_settings_the_config_knows() {
     for (name, service) in &ours {
         let env = environment(service);
         assert!(!env.is_empty(), "{name} sets no environment");
+        // The seed job is a client: its key is the load generator's, which the settings ignore.
+        let client = service["command"][0].as_str() == Some("cacheflow-loadtests");
         for (key, _) in env {
+            if client && key == "CACHEFLOW_API_KEY" {
+                continue;
+            }
             assert!(
                 known.contains(&key),
                 "service {name} sets {key}, which the config does not know"
@@ -194,7 +208,12 @@ fn compose_values_are_valid_settings() {
         };
         let mut figment = Figment::from(Serialized::defaults(Settings::defaults(role)));
         for (key, value) in environment(&service) {
-            if matches!(key.as_str(), "RUST_LOG" | "CACHEFLOW_CONFIG") {
+            // Not settings: the log filter, the settings file, and a client's key (the loader
+            // ignores `CACHEFLOW_API_KEY`).
+            if matches!(
+                key.as_str(),
+                "RUST_LOG" | "CACHEFLOW_CONFIG" | "CACHEFLOW_API_KEY"
+            ) {
                 continue;
             }
             let path = key
@@ -325,16 +344,68 @@ fn static_targets(job: &Yaml) -> Vec<String> {
         .collect()
 }
 
+/// The servers report ready through their healthchecks (the API's and the workers' `/readyz` on
+/// the ports they listen on), and the seed job starts once both are healthy, with a writer key
+/// the api accepts.
+#[test]
+fn compose_healthchecks_and_the_seed_job_fit_together() {
+    let compose = compose();
+    let service = |name: &str| service(&compose, name);
+    for (name, addr_key) in [("api", "API_ADDR"), ("sync-worker", "METRICS_ADDR")] {
+        let service = service(name);
+        let port = port_of_addr(
+            &environment(&service)
+                .into_iter()
+                .find(|(k, _)| k == addr_key)
+                .unwrap_or_else(|| panic!("{name} sets no {addr_key}"))
+                .1,
+        );
+        let test: Vec<&str> = service["healthcheck"]["test"]
+            .as_sequence()
+            .unwrap_or_else(|| panic!("{name} has no healthcheck"))
+            .iter()
+            .filter_map(Yaml::as_str)
+            .collect();
+        assert!(
+            test.contains(&format!("http://localhost:{port}/readyz").as_str()),
+            "{name}: {test:?}"
+        );
+    }
+    for name in ["mongo", "redis", "nats", "prometheus"] {
+        assert!(service(name)["healthcheck"]["test"].is_sequence(), "{name}");
+    }
+    let seed = service("seed");
+    for dependency in ["api", "sync-worker"] {
+        assert_eq!(
+            seed["depends_on"][dependency]["condition"].as_str(),
+            Some("service_healthy"),
+            "seed waits for {dependency}"
+        );
+    }
+    let command: Vec<&str> = seed["command"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    assert_eq!(command[..2], ["cacheflow-loadtests", "seed"]);
+    assert!(
+        command.contains(&"--redis"),
+        "the seed waits for the projection: {command:?}"
+    );
+    let key = str_of(&seed["environment"]["CACHEFLOW_API_KEY"]).expect("a writer key");
+    let keys = str_of(&service("api")["environment"]["API_KEYS"]).unwrap();
+    let writer = format!("writer:{}", cacheflow_shared::security::hash_key(&key));
+    assert!(
+        keys.split(',').any(|entry| entry.trim() == writer),
+        "the seed's key is not a writer key of the api"
+    );
+}
+
 #[test]
 fn prometheus_scrapes_the_api_and_every_worker() {
     let compose = compose();
-    let service = |name: &str| {
-        services(&compose)
-            .into_iter()
-            .find(|(n, _)| n == name)
-            .unwrap_or_else(|| panic!("no {name} service"))
-            .1
-    };
+    let service = |name: &str| service(&compose, name);
     let metrics_port = |name: &str| {
         let env = environment(&service(name));
         let addr = env
@@ -442,6 +513,59 @@ fn promtool_accepts_both_prometheus_configs() {
     for file in ["infra/prometheus.yml", "infra/prometheus.local.yml"] {
         let out = run_promtool(&["check", "config", "--syntax-only", file], None);
         assert!(out.contains("SUCCESS"), "{out}");
+    }
+}
+
+/// The alert rules: valid (`promtool check rules`), their unit tests pass (`promtool test
+/// rules`), both Prometheus configs and compose load them, and they query only declared metrics.
+#[test]
+fn alert_rules_pass_their_promtool_tests_and_use_declared_metrics() {
+    let out = run_promtool(&["check", "rules", "infra/prometheus/alerts.yml"], None);
+    assert!(out.contains("SUCCESS"), "{out}");
+    let out = run_promtool(&["test", "rules", "infra/prometheus/alerts.test.yml"], None);
+    assert!(out.contains("SUCCESS"), "{out}");
+    // Without --syntax-only, promtool also loads the rule files the config names.
+    let out = run_promtool(&["check", "config", "infra/prometheus.local.yml"], None);
+    assert!(out.contains("1 rule files found"), "{out}");
+    let compose_config = yaml(&infra().join("prometheus.yml"));
+    assert_eq!(compose_config["rule_files"][0].as_str(), Some("alerts.yml"));
+    let prometheus = service(&compose(), "prometheus");
+    assert!(
+        prometheus["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|v| v.as_str() == Some("./prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro")),
+        "compose mounts the rules next to prometheus.yml"
+    );
+
+    let rules = yaml(&infra().join("prometheus/alerts.yml"));
+    // Declared by the team that emits it, not emitted by every build yet (CONTRACTS.md §9).
+    let declared: BTreeSet<&str> = names::all()
+        .chain([names::HEARTBEAT_LAG_SECONDS, "up"])
+        .collect();
+    let mut alerts = BTreeSet::new();
+    for group in rules["groups"].as_sequence().unwrap() {
+        for rule in group["rules"].as_sequence().unwrap() {
+            let alert = rule["alert"].as_str().unwrap();
+            let expr = rule["expr"].as_str().unwrap();
+            for name in cacheflow_shared::telemetry::dashboards::promql_metric_names(expr) {
+                let name = cacheflow_shared::telemetry::dashboards::base_metric_name(&name);
+                assert!(
+                    declared.contains(name),
+                    "{alert} queries {name}, which is not declared"
+                );
+            }
+            alerts.insert(alert.to_owned());
+        }
+    }
+    // The alerts the runbook (docs/OPERATIONS.md) describes.
+    let runbook = std::fs::read_to_string(root().join("docs/OPERATIONS.md")).unwrap();
+    for alert in &alerts {
+        assert!(
+            runbook.contains(alert.as_str()),
+            "docs/OPERATIONS.md does not describe {alert}"
+        );
     }
 }
 
@@ -620,6 +744,47 @@ fn dashboards_are_well_formed_and_use_the_provisioned_datasource() {
     }
 }
 
+/// Every dashboard can be narrowed to one instance and one collection: both variables exist,
+/// every query filters on the instance, and every query of a metric with a `collection` label on
+/// the collection.
+#[test]
+fn dashboards_filter_by_instance_and_collection() {
+    let with_collection: BTreeSet<&str> = DESCRIPTIONS
+        .iter()
+        .filter(|d| d.labels.contains(&names::label::COLLECTION))
+        .map(|d| d.name)
+        .collect();
+    for (file, queries) in dashboard_queries(&dashboards_dir()) {
+        let text = std::fs::read_to_string(dashboards_dir().join(&file)).unwrap();
+        let dashboard: Value = serde_json::from_str(&text).unwrap();
+        let variables: Vec<&str> = dashboard["templating"]["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v["name"].as_str())
+            .collect();
+        assert_eq!(variables, ["instance", "collection"], "{file}");
+        // A bare selector is a variable's own query (`label_values(<selector>, label)`).
+        for query in queries.iter().filter(|q| q.contains('(')) {
+            let metrics = cacheflow_shared::telemetry::dashboards::promql_metric_names(query);
+            assert!(
+                query.contains(r#"instance=~"$instance""#),
+                "{file}: {query}"
+            );
+            let labelled = metrics.iter().any(|n| {
+                with_collection
+                    .contains(cacheflow_shared::telemetry::dashboards::base_metric_name(n))
+            });
+            if labelled {
+                assert!(
+                    query.contains(r#"collection=~"$collection""#),
+                    "{file}: {query}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn dashboard_queries_are_valid_promql() {
     // promtool parses recording rules' expressions; Grafana's range variables become durations.
@@ -629,7 +794,9 @@ fn dashboard_queries_are_valid_promql() {
             let expr = query
                 .replace("$__rate_interval", "1m")
                 .replace("$__interval", "1m")
-                .replace("$__range", "1h");
+                .replace("$__range", "1h")
+                .replace("$instance", ".*")
+                .replace("$collection", ".*");
             assert!(!expr.contains('$'), "{file}: unknown variable in {query}");
             rules.push(serde_json::json!({
                 "record": format!("dashboard:{}:{n}", file.trim_end_matches(".json")),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use cacheflow_shared::config::{Role, Settings, StoreSettings};
 use cacheflow_shared::document::Document;
-use cacheflow_shared::event::Op;
+use cacheflow_shared::event::{Op, HEARTBEAT_ID};
 use cacheflow_shared::pipeline::{DocumentError, Pipeline};
 use cacheflow_shared::redact::SecretUrl;
 use cacheflow_shared::store::{
@@ -759,6 +759,49 @@ async fn near_crosses_the_antimeridian_and_the_poles(store: Store) {
     assert_distances(&found, centre, &points);
 }
 
+async fn a_heartbeat_goes_through_the_outbox_and_changes_no_document(store: Store) {
+    store
+        .put("places", "a", doc(json!({"name": "A"})), Precondition::None)
+        .await
+        .unwrap();
+    store.heartbeat("places").await.unwrap();
+    store.heartbeat("places").await.unwrap();
+    assert_eq!(store.pending_count().await.unwrap(), 3);
+    // No live document appears: counts, scans and reads see the one put.
+    assert_eq!(store.count_live("places").await.unwrap(), 1);
+    let scanned = store.scan("places", None, 10).await.unwrap();
+    assert_eq!(scanned.len(), 1);
+    assert!(store.get("places", HEARTBEAT_ID).await.unwrap().is_none());
+
+    // Both heartbeats come out, the older first, and are removed like any event.
+    let mut beats = Vec::new();
+    for _ in 0..10 {
+        let batch = store.pending_events(100).await.unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        let mut entities = std::collections::HashSet::new();
+        let firsts: Vec<_> = batch
+            .into_iter()
+            .filter(|p| entities.insert((p.event.collection.clone(), p.event.id.clone())))
+            .collect();
+        beats.extend(firsts.iter().filter(|p| p.event.is_heartbeat()).map(|p| {
+            (
+                p.event.id.clone(),
+                p.event.version,
+                p.event.document.is_none(),
+            )
+        }));
+        store.mark_published(&firsts).await.unwrap();
+    }
+    assert_eq!(store.pending_count().await.unwrap(), 0);
+    assert_eq!(beats.len(), 2, "{beats:?}");
+    assert!(beats
+        .iter()
+        .all(|(id, _, no_doc)| id == HEARTBEAT_ID && *no_doc));
+    assert!(beats[0].1 <= beats[1].1, "{beats:?}");
+}
+
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -824,6 +867,7 @@ contract!(
     top_by_score_orders_filters_and_pages,
     near_returns_the_nearest_within_the_radius,
     near_crosses_the_antimeridian_and_the_poles,
+    a_heartbeat_goes_through_the_outbox_and_changes_no_document,
 );
 
 #[test]

@@ -17,6 +17,7 @@ use tracing::instrument;
 
 use crate::consumer::is_event_subject;
 use crate::dlq::{DeadLetter, UNKNOWN_COLLECTION};
+use crate::heartbeat::Heartbeats;
 use crate::metrics::{Dependency, Outcome, WorkerMetrics};
 use crate::notices::Notices;
 use crate::retry;
@@ -32,6 +33,7 @@ pub struct BatchContext<'a> {
     pub metrics: &'a WorkerMetrics,
     /// Where the API near-caches learn what this batch applied.
     pub notices: &'a Notices,
+    pub heartbeats: &'a Heartbeats,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +62,7 @@ pub async fn process(ctx: &BatchContext<'_>, messages: Vec<Message>) -> Result<S
     let mut events = Vec::with_capacity(messages.len());
     let mut positions = Vec::with_capacity(messages.len());
     let mut dead = Vec::new();
+    let mut beats = Vec::new();
     for (index, message) in messages.iter().enumerate() {
         if !is_event_subject(ctx.subject_prefix, &message.subject) {
             // A dead letter (ours or another worker's) coming round: not an event.
@@ -68,6 +71,12 @@ pub async fn process(ctx: &BatchContext<'_>, messages: Vec<Message>) -> Result<S
             continue;
         }
         match Event::decode(&message.payload) {
+            // Measured, not applied (`heartbeat`).
+            Ok(event) if event.is_heartbeat() => {
+                stats.skipped += 1;
+                outcomes.push((UNKNOWN_LABEL, Outcome::Skipped));
+                beats.push(event);
+            }
             Ok(event) => {
                 // Follows a write from the API's "write committed" line into the worker.
                 if tracing::enabled!(tracing::Level::DEBUG) {
@@ -169,6 +178,9 @@ pub async fn process(ctx: &BatchContext<'_>, messages: Vec<Message>) -> Result<S
     for (collection, lag) in lags {
         ctx.metrics.lag(collection, lag);
     }
+    ctx.heartbeats
+        .record(&beats.iter().collect::<Vec<_>>())
+        .await;
     for message in &messages {
         // A lost ack only means a redelivery, which the version check turns into a no-op.
         if let Err(err) = message.ack().await {

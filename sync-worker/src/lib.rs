@@ -21,6 +21,7 @@
 //! - [`watchdog`]: reads the consumer info (pending gauges) and re-creates the consumer when
 //!   messages wait but none arrive (a stall), counted in `cacheflow_worker_stalls_total`.
 //! - [`background_audit`]: the sampled audit one worker runs every `audit_interval_secs`.
+//! - [`heartbeat`]: the API's heartbeats measured (`cacheflow_heartbeat_lag_seconds`) and kept.
 //! - [`dlq`]: dead letters on `<subject_prefix>.dlq.<collection>.<stream seq>` with reason headers.
 //! - [`retry`]: unlimited, jittered, shutdown-aware retries (backon) for every external call.
 //! - [`shutdown`]: one cancellation token, cancelled by SIGTERM or Ctrl-C.
@@ -32,6 +33,7 @@ pub mod cli;
 pub mod consumer;
 pub mod dlq;
 pub mod health;
+pub mod heartbeat;
 pub mod metrics;
 pub mod notices;
 pub mod ops;

@@ -23,6 +23,7 @@ use crate::background_audit;
 use crate::batch::{self, BatchContext, BatchError};
 use crate::consumer;
 use crate::health::{self, Health, PULL_FAILURES_UNREADY};
+use crate::heartbeat::Heartbeats;
 use crate::metrics::{self, Dependency, WorkerMetrics};
 use crate::retry;
 use crate::stats::Stats;
@@ -152,6 +153,12 @@ pub async fn run_observed(
     );
 
     let notices = crate::notices::Notices::new(client.clone(), &settings.stream.subject_prefix);
+    let heartbeats = Heartbeats::new(
+        &pipeline,
+        writer.connection(),
+        &settings.worker.key_prefix,
+        settings.redis.timeout(),
+    );
     let ctx = BatchContext {
         writer: &writer as &dyn CacheWriter,
         js: &js,
@@ -160,6 +167,7 @@ pub async fn run_observed(
         shutdown: &shutdown,
         metrics: &metrics,
         notices: &notices,
+        heartbeats: &heartbeats,
     };
     // The audits and the consumer (the watchdog) are polled alongside, and the background audit
     // runs, until the loop has ended.
@@ -172,7 +180,10 @@ pub async fn run_observed(
         },
         metrics.poll_audits(&writer, &polling),
         watchdog::run(&health, &consumer, &js, &settings, &metrics, &polling),
-        background_audit::run(&settings, &pipeline, &writer, &polling),
+        // Boxed: the audit's future is deep, and inline it overflows the compiler's layout limit.
+        Box::pin(background_audit::run(
+            &settings, &pipeline, &writer, &polling
+        )),
     );
     // Acks are fire-and-forget publishes: push the last ones out before the process exits.
     if let Err(err) = client.flush().await {

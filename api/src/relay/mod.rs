@@ -9,8 +9,9 @@
 //! by the stream's duplicate window, so every event is stored exactly once.
 //!
 //! Published events are removed from the outbox by the [`marker`], beside the loop, so a slow
-//! store write never holds back the next publish.
+//! store write never holds back the next publish. [`heartbeat`] writes the heartbeats it carries.
 
+pub mod heartbeat;
 mod marker;
 
 use std::collections::HashSet;

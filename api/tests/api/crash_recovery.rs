@@ -22,6 +22,8 @@ fn spawn_api(db: &Path, nats: &str, addr: &str, stream: &str, prefix: &str) -> C
         .env("CACHEFLOW_STREAM__MAX_MSGS_PER_SUBJECT", "-1")
         .env("CACHEFLOW_NATS__TIMEOUT_MS", "1000")
         .env("CACHEFLOW_OUTBOX__RETRY_MAX_MS", "300")
+        // These tests count the outbox and the stream: no heartbeats.
+        .env("CACHEFLOW_OUTBOX__HEARTBEAT_INTERVAL_MS", "0")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

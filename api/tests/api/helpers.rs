@@ -49,6 +49,8 @@ pub fn test_settings(dir: &std::path::Path, nats_url: &str, redis_url: &str) -> 
     settings.stream.max_msgs_per_subject = -1;
     settings.outbox.retry_min_ms = 20;
     settings.outbox.retry_max_ms = 500;
+    // Tests count the events on the stream; the tests of heartbeats turn them on.
+    settings.outbox.heartbeat_interval_ms = 0;
     settings.nats.timeout_ms = 1_000;
     settings.store.sqlite_synchronous = cacheflow_shared::config::SqliteSynchronous::Normal;
     // Workers and reads of this test see only this test's keys.

@@ -44,6 +44,8 @@ impl ApiProcess {
             .env("CACHEFLOW_STREAM__MAX_MSGS_PER_SUBJECT", "-1")
             .env("CACHEFLOW_NATS__TIMEOUT_MS", "1000")
             .env("CACHEFLOW_OUTBOX__RETRY_MAX_MS", "300")
+            // These tests count the outbox and the stream: no heartbeats.
+            .env("CACHEFLOW_OUTBOX__HEARTBEAT_INTERVAL_MS", "0")
             .env("CACHEFLOW_LOG__JSON", "true")
             .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
             .current_dir(dir)

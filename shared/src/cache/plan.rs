@@ -118,6 +118,12 @@ pub fn plan(collection: &Collection, event: &Event) -> Result<Plan, DocumentErro
                 "is required: an upsert must carry the document",
             ))
         }
+        (Op::Heartbeat, _) => {
+            return Err(DocumentError::new(
+                "op",
+                "is heartbeat: a heartbeat measures lag and has no projection",
+            ))
+        }
         (Op::Delete, _) => Action::Delete {
             fallback: fallback(collection, &event.id),
         },

@@ -166,6 +166,10 @@ impl DocumentStore for InstrumentedStore {
         .await
     }
 
+    async fn heartbeat(&self, collection: &str) -> Result<(), StoreError> {
+        timed("heartbeat", self.inner.heartbeat(collection)).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }

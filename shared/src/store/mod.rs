@@ -198,6 +198,11 @@ pub trait DocumentStore: Send + Sync + 'static {
     /// Number of events waiting in the outbox.
     async fn pending_count(&self) -> Result<u64, StoreError>;
 
+    /// Appends a heartbeat of `collection` ([`Event::heartbeat`](crate::event::Event::heartbeat))
+    /// to the outbox, committed like a write's event but changing no document (no live document
+    /// appears, none is counted).
+    async fn heartbeat(&self, collection: &str) -> Result<(), StoreError>;
+
     /// Live documents whose `equals` fields match exactly, ordered by the numeric top-level field
     /// `score_field` descending (ties: id ascending), skipping `offset`, at most `limit`; each
     /// with its score. This answers a sorted-set projection's top-N from the store when Redis is

@@ -129,6 +129,9 @@ pub const DESCRIPTIONS: &[MetricDescription] = &[
     describe(names::WORKER_STALLS_TOTAL, Counter, COUNT, &[],
         "Times the stall watchdog found messages pending on the consumer (or the consumer gone) \
          but nothing received for stall_after, and re-created the pull subscription."),
+    describe(names::HEARTBEAT_LAG_SECONDS, Histogram, SECONDS, &[label::COLLECTION],
+        "End-to-end lag of a heartbeat write: from its store commit through the outbox, the \
+         stream and the worker."),
     describe(names::OPS_PROGRESS_RATIO, Gauge, None, &[label::COMMAND],
         "How far the running operation command is, from 0 to 1."),
     describe(names::OPS_ITEMS_TOTAL, Counter, COUNT, &[label::COMMAND],

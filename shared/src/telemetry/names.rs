@@ -67,6 +67,9 @@ pub const CONSUMER_ACK_PENDING_MESSAGES: &str = "cacheflow_consumer_ack_pending_
 /// Counter: times the stall watchdog found messages pending on the consumer (or the consumer
 /// gone) but nothing received for `stall_after`, and re-created the pull subscription.
 pub const WORKER_STALLS_TOTAL: &str = "cacheflow_worker_stalls_total";
+/// Histogram `{collection}`: a heartbeat write's end-to-end lag, from the store commit to the
+/// worker (visible in Redis).
+pub const HEARTBEAT_LAG_SECONDS: &str = "cacheflow_heartbeat_lag_seconds";
 
 // ---------------------------------------------------------------------------------------------
 // Operations (backfill, replay, rebuild, verify)
@@ -112,6 +115,7 @@ pub const WORKER: &[&str] = &[
     CONSUMER_PENDING_MESSAGES,
     CONSUMER_ACK_PENDING_MESSAGES,
     WORKER_STALLS_TOTAL,
+    HEARTBEAT_LAG_SECONDS,
 ];
 
 /// The operation commands' metrics.
@@ -168,6 +172,7 @@ pub const STORE_OPS: &[&str] = &[
     "latest_version",
     "pending",
     "mark_published",
+    "heartbeat",
 ];
 /// [`STORE_ERRORS_TOTAL`] `kind` values.
 pub const STORE_ERROR_KINDS: &[&str] = &["unavailable", "indeterminate", "conflict", "internal"];
@@ -201,6 +206,6 @@ mod tests {
         let unique: BTreeSet<&str> = listed.iter().copied().collect();
         assert_eq!(listed.len(), unique.len(), "a name is listed twice");
         assert_eq!(unique, declared);
-        assert_eq!(declared.len(), 23);
+        assert_eq!(declared.len(), 24);
     }
 }

@@ -219,6 +219,8 @@ fn decode(prefix: &str, message: &Message, collection: Option<&str>) -> Decoded 
         return Decoded::Skip;
     }
     match Event::decode(&message.payload) {
+        // A heartbeat measures live lag; replaying one would only measure the replay.
+        Ok(event) if event.is_heartbeat() => Decoded::Skip,
         Ok(event) if collection.is_some_and(|c| c != event.collection) => Decoded::Skip,
         Ok(event) => Decoded::Event(event),
         Err(err) => Decoded::Reject(err.to_string()),

@@ -22,6 +22,7 @@ mod state;
 
 mod bulk_fill;
 mod dead_letters;
+mod heartbeats;
 mod observability;
 mod ops;
 mod outages;

@@ -1,6 +1,7 @@
 //! The stall watchdog and `/readyz`: a worker whose consumer disappears under it (what a NATS
 //! server that lost its storage, or a re-created stream, does) re-creates it, counts the stall
-//! and applies what was published meanwhile; `/readyz` names a dependency that is down.
+//! and applies what was published meanwhile; `/readyz` names a dependency that is down; the
+//! binary serves both endpoints beside `/metrics`.
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::gen::{history, rng};
 use crate::helpers::{eventually, pipeline, TestEnv, DEADLINE};
+use crate::process::WorkerProcess;
 
 /// A worker in this process reporting to a `Health` served on a free port.
 struct Observed {
@@ -137,4 +139,34 @@ async fn readyz_names_redis_when_it_is_down_and_recovers() {
     block_in_place(|| redis.restart());
     worker.wait_ready().await;
     worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_healthz_and_readyz_beside_its_metrics() {
+    let env = TestEnv::new("health_binary").await;
+    let worker = WorkerProcess::start(&env.process_env());
+    let addr = worker.metrics_addr().await;
+    let healthz = reqwest::get(format!("http://{addr}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(healthz.status(), 200);
+    let body: Value = healthz.json().await.unwrap();
+    assert_eq!(body, serde_json::json!({ "status": "ok" }));
+    let body = eventually("the binary's /readyz to answer 200", || async {
+        let response = reqwest::get(format!("http://{addr}/readyz")).await.ok()?;
+        if response.status() != 200 {
+            return None;
+        }
+        response.json::<Value>().await.ok()
+    })
+    .await;
+    assert_eq!(body["status"], "ready", "{body}");
+    assert_eq!(body["checks"]["consumer"], "ok", "{body}");
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap();
+    let text = metrics.text().await.unwrap();
+    assert!(text.contains("cacheflow_worker_stalls_total 0"), "{text}");
+    let (status, logs) = worker.terminate();
+    assert!(status.success(), "{logs}");
 }

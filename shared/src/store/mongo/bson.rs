@@ -17,7 +17,7 @@ pub use self::query::{
     decode_distance, decode_score, near_pipeline, top_by_score_filter, top_by_score_sort,
 };
 use crate::document::Document;
-use crate::event::Event;
+use crate::event::{Event, HEARTBEAT_ID};
 use crate::pipeline::{Collection, DocumentError, ProjectionKind};
 use crate::store::{PendingEvent, StoreError};
 
@@ -157,6 +157,18 @@ pub fn write_update(
         },
         "$push": { OUTBOX: entry },
     }
+}
+
+/// The heartbeat record of a collection (`_id` = [`HEARTBEAT_ID`]): a tombstone at version 0,
+/// so no live query, count or scan sees it, whose outbox takes each heartbeat's event.
+pub fn heartbeat_upsert(entry: BsonDocument, now: DateTime) -> (BsonDocument, BsonDocument) {
+    let filter = doc! { "_id": HEARTBEAT_ID };
+    let update = doc! {
+        "$setOnInsert": { VERSION: int64(0), DELETED: true, DOC: Bson::Null },
+        "$set": { UPDATED_AT: now },
+        "$push": { OUTBOX: entry },
+    };
+    (filter, update)
 }
 
 /// Reads never need the outbox, which holds a copy of the document per pending event.

@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::future::join_all;
-use mongodb::bson::{doc, Document as BsonDocument};
+use mongodb::bson::{doc, DateTime, Document as BsonDocument};
 use mongodb::options::ClientOptions;
 use mongodb::{Client, Collection, Database};
 use serde_json::Value;
@@ -54,6 +54,7 @@ use super::{
 };
 use crate::config::StoreSettings;
 use crate::document::Document;
+use crate::event::Event;
 use crate::pipeline::Pipeline;
 use crate::redact::SecretUrl;
 
@@ -346,6 +347,22 @@ impl DocumentStore for MongoStore {
             let names = self.collection_names();
             let counts = join_all(names.iter().map(|name| self.pending_count_in(name))).await;
             counts.into_iter().sum()
+        })
+        .await
+    }
+
+    async fn heartbeat(&self, collection: &str) -> Result<(), StoreError> {
+        self.remember(collection);
+        let event = Event::heartbeat(collection);
+        let entry = bson::outbox_entry(self.seq.next(), &event)?;
+        let (filter, update) = bson::heartbeat_upsert(entry, DateTime::now());
+        self.bounded(async {
+            self.collection(collection)
+                .update_one(filter, update)
+                .upsert(true)
+                .await
+                .map(drop)
+                .map_err(map_err)
         })
         .await
     }

@@ -426,6 +426,19 @@ impl DocumentStore for SqliteStore {
         .await
     }
 
+    async fn heartbeat(&self, collection: &str) -> Result<(), StoreError> {
+        let event = Event::heartbeat(collection);
+        self.run(self.writer.clone(), move |conn| {
+            conn.execute(
+                "INSERT INTO outbox (event_id, payload) VALUES (?1, ?2)",
+                params![event.event_id.to_string(), event.encode()],
+            )
+            .map(drop)
+            .map_err(map_err)
+        })
+        .await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.run(self.reader(), |conn| {
             conn.query_row("SELECT 1", [], |_| Ok(())).map_err(map_err)

@@ -353,3 +353,20 @@ fn integers_beyond_int64_are_refused_with_their_path() {
         other => panic!("expected Invalid, got {other:?}"),
     }
 }
+
+#[test]
+fn a_heartbeat_is_pushed_onto_a_tombstone_record_of_its_own() {
+    let event = Event::heartbeat("places");
+    let entry = outbox_entry(7, &event).unwrap();
+    let now = DateTime::from_millis(1_000);
+    let (filter, update) = heartbeat_upsert(entry.clone(), now);
+    assert_eq!(filter, doc! { "_id": HEARTBEAT_ID });
+    assert_eq!(
+        update,
+        doc! {
+            "$setOnInsert": { VERSION: 0_i64, DELETED: true, DOC: Bson::Null },
+            "$set": { UPDATED_AT: now },
+            "$push": { OUTBOX: entry },
+        }
+    );
+}
