@@ -27,6 +27,8 @@ use crate::error::ApiError;
 use crate::limits::Limits;
 use crate::openapi::ApiDoc;
 use crate::read::generations::GenerationFollower;
+use crate::read::near_cache::NearCache;
+use crate::read::notices::NoticeSubscriber;
 use crate::read::populate::Populator;
 use crate::read::redis_reads::RedisReads;
 use crate::read::views::Views;
@@ -45,6 +47,7 @@ pub struct Application {
     relay: OutboxRelay,
     heartbeats: Option<Heartbeats>,
     generations: GenerationFollower,
+    notices: NoticeSubscriber,
     limits: Limits,
     /// From the signal to the exit, at most (`shutdown.deadline_ms`).
     shutdown_deadline: Duration,
@@ -108,13 +111,24 @@ impl Application {
         let pipeline = Arc::new(pipeline);
         let (layouts, generations) =
             GenerationFollower::start(&settings, &pipeline, redis.clone()).await;
-        let reader = Arc::new(Reader::new(
-            RedisReads::new(redis.clone(), settings.redis.timeout()),
-            store.clone(),
-            layouts,
-            Populator::new(&settings, pipeline.clone()),
-            Views::new(&pipeline),
-        ));
+        let reader = Arc::new(
+            Reader::new(
+                RedisReads::new(redis.clone(), settings.redis.timeout()),
+                store.clone(),
+                layouts,
+                Populator::new(&settings, pipeline.clone()),
+                Views::new(&pipeline),
+            )
+            .with_near_cache(NearCache::new(
+                settings.reads.near_cache_bytes,
+                settings.reads.near_cache_max_staleness(),
+                nats.clone(),
+            )),
+        );
+        let notices =
+            NoticeSubscriber::start(&nats, &settings.stream.subject_prefix, reader.clone())
+                .await
+                .context("cannot subscribe to the near-cache notices")?;
         let state = AppState::new(StateParts {
             pipeline: &pipeline,
             store,
@@ -139,6 +153,7 @@ impl Application {
             relay,
             heartbeats,
             generations,
+            notices,
             limits,
             shutdown_deadline: settings.shutdown.deadline(),
         })
@@ -178,6 +193,7 @@ impl Application {
             stop_background.clone(),
         ));
         let generations = tokio::spawn(self.generations.run(stop_background.clone()));
+        let notices = tokio::spawn(self.notices.run(stop_background.clone()));
         let (served, stop_by) = shutdown::serve(
             self.listener,
             self.router,
@@ -189,6 +205,7 @@ impl Application {
         let flushed = shutdown::flush_outbox(relay, &stop_relay, stop_by).await;
         stop_background.cancel();
         shutdown::join_by(generations, stop_by, "the cache generations task").await?;
+        shutdown::join_by(notices, stop_by, "the near-cache notices task").await?;
         if let Some(served_metrics) =
             shutdown::join_by(metrics, stop_by, "the metrics task").await?
         {

@@ -175,11 +175,15 @@ API_PORT=$(free_port 28080)
 API_METRICS_PORT=$(free_port 29464)
 WORKER_METRICS_PORT=$(free_port 29465)
 BASELINE_PORT=$(free_port 28090)
+API_OFF_PORT=$(free_port 28081)
+API_OFF_METRICS_PORT=$(free_port 29466)
 
 REDIS_URL=redis://127.0.0.1:$REDIS_PORT
 NATS_URL=nats://127.0.0.1:$NATS_PORT
 API=http://127.0.0.1:$API_PORT
 BASELINE=http://127.0.0.1:$BASELINE_PORT
+# A second API instance on the same store, stream and Redis with the near-cache (L1) turned off.
+API_OFF=http://127.0.0.1:$API_OFF_PORT
 METRICS=http://127.0.0.1:$API_METRICS_PORT/metrics
 
 say "private stack in $WORK: redis :$REDIS_PORT, nats :$NATS_PORT, api :$API_PORT (metrics :$API_METRICS_PORT), worker metrics :$WORKER_METRICS_PORT, baseline :$BASELINE_PORT"
@@ -209,9 +213,14 @@ started cacheflow-sync-worker $!
     exec "$BIN/cacheflow-baseline" >"$LOGS/baseline.log" 2>&1) &
 started cacheflow-baseline $!
 
-wait_http_ok "$API/healthz" cacheflow-api 30 "${PIDS[-3]}" "$LOGS/api.log"
-wait_listening "$BASELINE_PORT" cacheflow-baseline 15 "${PIDS[-1]}" "$LOGS/baseline.log"
-kill -0 "${PIDS[-2]}" 2>/dev/null || die "the sync worker exited (log: $LOGS/worker.log)"
+(cd "$WORK/run" && API_ADDR=127.0.0.1:$API_OFF_PORT METRICS_ADDR=127.0.0.1:$API_OFF_METRICS_PORT \
+    CACHEFLOW_READS__NEAR_CACHE_BYTES=0 exec "$BIN/cacheflow-api" >"$LOGS/api-l1-off.log" 2>&1) &
+started cacheflow-api-l1-off $!
+wait_http_ok "$API_OFF/healthz" cacheflow-api-l1-off 30 "${PIDS[-1]}" "$LOGS/api-l1-off.log"
+
+wait_http_ok "$API/healthz" cacheflow-api 30 "${PIDS[-4]}" "$LOGS/api.log"
+wait_listening "$BASELINE_PORT" cacheflow-baseline 15 "${PIDS[-2]}" "$LOGS/baseline.log"
+kill -0 "${PIDS[-3]}" 2>/dev/null || die "the sync worker exited (log: $LOGS/worker.log)"
 
 METRICS_LIVE=no
 if [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$METRICS" || true)" = 200 ]; then
@@ -304,6 +313,36 @@ if [ "$HALF_RATE" -lt 1 ]; then
 fi
 lt read-hit-half read-hit --api "$API" --rate "$HALF_RATE" "${COMMON[@]}"
 lt baseline-read-hit-half read-hit --api "$BASELINE" --rate "$HALF_RATE" "${COMMON[@]}"
+
+# The near-cache (L1, issue 17): the API with L1 on and off against the baseline, in the same run,
+# with the project's load generator and with wrk (one thread, the same connections, one key).
+lt read-hit-l1-off read-hit --api "$API_OFF" --users "$USERS" "${COMMON[@]}"
+L1_OFF_RPS=$(mean_of .throughput_rps read-hit-l1-off)
+WRK_API_RPS=n/a
+WRK_API_OFF_RPS=n/a
+WRK_BASE_RPS=n/a
+wrk_rps() { # name url
+    local cmd=(wrk -t1 -c"$USERS" -d"${DURATION}s" --latency "$2")
+    printf '%s\n' "${cmd[*]}" >>"$WORK/commands.txt"
+    cpu_begin
+    if "${cmd[@]}" >"$RES/wrk-$1.txt" 2>>"$LOGS/wrk.log"; then
+        awk '/^Requests\/sec:/ { print $2 }' "$RES/wrk-$1.txt"
+    else
+        printf 'n/a'
+    fi
+    cpu_end "wrk-$1"
+}
+if command -v wrk >/dev/null 2>&1; then
+    L1_KEY=$(printf 'place-%0*d' "$(( ${#SEED_COUNT} > 4 ? ${#SEED_COUNT} : 4 ))" 1)
+    say "wrk: baseline, API with L1, API with L1 off"
+    WRK_BASE_RPS=$(wrk_rps l1-baseline "$BASELINE/v1/places/$L1_KEY")
+    WRK_API_RPS=$(wrk_rps l1-on "$API/v1/places/$L1_KEY")
+    WRK_API_OFF_RPS=$(wrk_rps l1-off "$API_OFF/v1/places/$L1_KEY")
+fi
+# CPU µs per request of process $1 during step $2 at $3 req/s.
+us_per_req() { [ -s "$RES/$2.cpu" ] || { printf 'n/a'; return; }
+    awk -v p="$1" -v r="$3" '$1 == p { if (r + 0 > 0) printf "%.1f", $2 / 100 * 1e6 / r; else printf "n/a" }' "$RES/$2.cpu"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2f", a / b; else printf "n/a" }'; }
 
 # A cross-check of the load generator itself: wrk (C, one thread, the same connections) against
 # the baseline, one key. If it measures much more than cacheflow-loadtests did, the generator is
@@ -459,7 +498,7 @@ storm_verdict() {
     fi
 }
 
-SCENARIOS="baseline-read-hit-1 read-hit-1 read-hit-2 baseline-read-hit-2 baseline-read-hit-3 read-hit-3 read-hit-4 baseline-read-hit-4 read-hit-half baseline-read-hit-half mixed near top write-burst sync-lag cold-miss-storm"
+SCENARIOS="baseline-read-hit-1 read-hit-1 read-hit-2 baseline-read-hit-2 baseline-read-hit-3 read-hit-3 read-hit-4 baseline-read-hit-4 read-hit-half baseline-read-hit-half read-hit-l1-off mixed near top write-burst sync-lag cold-miss-storm"
 # CPU % of the machine not used by the benchmark's processes during a loadtests step.
 others() { # step
     local gen
@@ -744,6 +783,11 @@ EOT
     echo
     echo "wrk against the baseline:"
     cat "$RES/wrk-baseline.txt" 2>/dev/null || echo "not run"
+    for n in l1-baseline l1-on l1-off; do
+        echo
+        echo "wrk $n:"
+        cat "$RES/wrk-$n.txt" 2>/dev/null || echo "not run"
+    done
     echo
     echo "redis-benchmark (CSV):"
     cat "$RES/redis-benchmark.csv" 2>/dev/null || echo "failed"
@@ -751,6 +795,19 @@ EOT
     echo "apply_throughput:"
     cat "$RES/apply-throughput.txt" 2>/dev/null || echo "failed"
     echo '```'
+    printf '\n## Near-cache (L1)\n\n'
+    printf 'Cache-hit GET of the API with its near-cache on (default) and off (`CACHEFLOW_READS__NEAR_CACHE_BYTES=0`, a\n'
+    printf 'second instance on the same store and Redis), as ratios to the bare baseline of the same run\n'
+    printf '(targets: L1 on >= 1.3x, L1 off >= 0.9x).\n\n'
+    printf '| generator | baseline req/s | L1 on req/s | ratio | L1 off req/s | ratio |\n|---|---|---|---|---|---|\n'
+    printf '| cacheflow-loadtests read-hit | %s | %s | %s | %s | %s |\n' "$BASE_RPS" "$API_RPS" \
+        "$(ratio "$API_RPS" "$BASE_RPS")" "$L1_OFF_RPS" "$(ratio "$L1_OFF_RPS" "$BASE_RPS")"
+    printf '| wrk -t1 -c%s one key | %s | %s | %s | %s | %s |\n' "$USERS" "$WRK_BASE_RPS" "$WRK_API_RPS" \
+        "$(ratio "$WRK_API_RPS" "$WRK_BASE_RPS")" "$WRK_API_OFF_RPS" "$(ratio "$WRK_API_OFF_RPS" "$WRK_BASE_RPS")"
+    printf '\nCPU per request under wrk (utime + stime from /proc/<pid>/stat): baseline %s µs, API with L1 %s µs, API with L1 off %s µs.\n' \
+        "$(us_per_req cacheflow-baseline wrk-l1-baseline "$WRK_BASE_RPS")" \
+        "$(us_per_req cacheflow-api wrk-l1-on "$WRK_API_RPS")" \
+        "$(us_per_req cacheflow-api-l1-off wrk-l1-off "$WRK_API_OFF_RPS")"
     if [ "${#FAILED[@]}" -gt 0 ]; then
         printf '\n**Failed in this run:** %s (their logs were kept by the script).\n' "${FAILED[*]}"
     fi

@@ -5,6 +5,7 @@
 #   infra/scripts/install-deps.sh --run    ... and curl and openssl (what run-local.sh and the README use)
 #   infra/scripts/install-deps.sh --test   ... and curl, openssl, prometheus (promtool), chromium
 #                                          and chromium-driver (the console's browser tests)
+#   infra/scripts/install-deps.sh --bench  ... and curl, jq and wrk (what bench.sh uses)
 #
 # Debian/Ubuntu (apt-get). Runs `apt-get update` once, and only when something is missing.
 # Works as root, or through sudo when not root. Idempotent: a second run installs nothing.
@@ -15,16 +16,18 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 with_curl=0
 with_prometheus=0
 with_test=0
+with_bench=0
 for arg in "$@"; do
     case "$arg" in
         --test) with_curl=1; with_prometheus=1; with_test=1 ;;
         --run) with_curl=1 ;;
+        --bench) with_curl=1; with_bench=1 ;;
         -h | --help) usage; exit 0 ;;
         *) echo "install-deps.sh: unknown argument: $arg" >&2; usage >&2; exit 2 ;;
     esac
@@ -51,6 +54,9 @@ wanted=(
 if [ "$with_curl" = 1 ]; then
     # openssl: the README's protected start makes a key with `openssl rand`.
     wanted+=(curl:curl openssl:openssl)
+fi
+if [ "$with_bench" = 1 ]; then
+    wanted+=(jq:jq wrk:wrk)
 fi
 if [ "$with_prometheus" = 1 ]; then
     wanted+=(promtool:prometheus)

@@ -288,6 +288,12 @@ pub struct ReadSettings {
     /// How often the API re-reads each collection's active cache generation
     /// (`cacheflow:gen:<collection>`), so it follows a rebuild's switch without a restart.
     pub generation_refresh_ms: u64,
+    /// Bytes of documents the API keeps in its in-process near-cache (L1) in front of Redis;
+    /// `0` turns it off.
+    pub near_cache_bytes: u64,
+    /// The longest an L1 entry is served without asking Redis again, whatever notices said
+    /// (a lost notice costs at most this).
+    pub near_cache_max_staleness_ms: u64,
 }
 
 impl Default for ReadSettings {
@@ -298,6 +304,8 @@ impl Default for ReadSettings {
             max_limit: 1_000,
             max_radius_m: 100_000.0,
             generation_refresh_ms: 250,
+            near_cache_bytes: 64 * 1024 * 1024,
+            near_cache_max_staleness_ms: 1_000,
         }
     }
 }
@@ -309,6 +317,10 @@ impl ReadSettings {
 
     pub fn generation_refresh(&self) -> Duration {
         Duration::from_millis(self.generation_refresh_ms)
+    }
+
+    pub fn near_cache_max_staleness(&self) -> Duration {
+        Duration::from_millis(self.near_cache_max_staleness_ms)
     }
 }
 
@@ -526,6 +538,10 @@ impl Settings {
         positive(
             "reads.generation_refresh_ms",
             self.reads.generation_refresh_ms,
+        )?;
+        positive(
+            "reads.near_cache_max_staleness_ms",
+            self.reads.near_cache_max_staleness_ms,
         )?;
         if !(self.reads.max_radius_m.is_finite() && self.reads.max_radius_m > 0.0) {
             return Err(ConfigError(

@@ -12,6 +12,7 @@
 //! - [`cache`]: the cache-writer port and the Redis versioned apply (a Lua script run by SHA) that
 //!   the worker, cache-aside populate, backfill and replay all share.
 //! - [`events`]: the JetStream side: stream set-up and the outbox relay's publisher.
+//! - [`notice`]: the worker's "applied entity@version" notices for the API's near-cache.
 //! - [`retry`]: the one backoff policy (capped, jittered) used for every retried external call.
 //! - [`redact`]: URLs and secret settings with their credentials hidden, for logs.
 //! - [`security`]: API keys: roles, the configured SHA-256 hashes, the constant-time lookup.
@@ -24,6 +25,7 @@ pub mod document;
 pub mod env_help;
 pub mod event;
 pub mod events;
+pub mod notice;
 pub mod pipeline;
 pub mod redact;
 pub mod retry;

@@ -19,6 +19,7 @@ use crate::consumer::is_event_subject;
 use crate::dlq::{DeadLetter, UNKNOWN_COLLECTION};
 use crate::heartbeat::Heartbeats;
 use crate::metrics::{Dependency, Outcome, WorkerMetrics};
+use crate::notices::Notices;
 use crate::retry;
 use crate::stats::Stats;
 
@@ -30,6 +31,8 @@ pub struct BatchContext<'a> {
     pub backoff: ExponentialBuilder,
     pub shutdown: &'a CancellationToken,
     pub metrics: &'a WorkerMetrics,
+    /// Where the API near-caches learn what this batch applied.
+    pub notices: &'a Notices,
     pub heartbeats: &'a Heartbeats,
 }
 
@@ -126,12 +129,18 @@ pub async fn process(ctx: &BatchContext<'_>, messages: Vec<Message>) -> Result<S
             }
         })?;
         let now = OffsetDateTime::now_utc();
+        let mut noticed = Vec::new();
         for ((event, index), outcome) in events.iter().zip(&positions).zip(&applied) {
             stats.count(outcome);
             let counted = Outcome::of(outcome);
             outcomes.push((&event.collection, counted));
             if matches!(counted, Outcome::Applied | Outcome::Deleted) {
                 lags.push((&event.collection, now - event.occurred_at));
+                noticed.push(cacheflow_shared::notice::AppliedEntity {
+                    collection: event.collection.clone(),
+                    id: event.id.clone(),
+                    version: event.version,
+                });
             }
             if let ApplyOutcome::Rejected(err) = outcome {
                 let reason = err.to_string();
@@ -147,6 +156,7 @@ pub async fn process(ctx: &BatchContext<'_>, messages: Vec<Message>) -> Result<S
                 ));
             }
         }
+        ctx.notices.publish(noticed).await;
     }
 
     for letter in &dead {

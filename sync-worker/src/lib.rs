@@ -35,6 +35,7 @@ pub mod dlq;
 pub mod health;
 pub mod heartbeat;
 pub mod metrics;
+pub mod notices;
 pub mod ops;
 pub mod retry;
 pub mod shutdown;

@@ -152,6 +152,7 @@ pub async fn run_observed(
         "sync worker running"
     );
 
+    let notices = crate::notices::Notices::new(client.clone(), &settings.stream.subject_prefix);
     let heartbeats = Heartbeats::new(
         &pipeline,
         writer.connection(),
@@ -165,6 +166,7 @@ pub async fn run_observed(
         backoff,
         shutdown: &shutdown,
         metrics: &metrics,
+        notices: &notices,
         heartbeats: &heartbeats,
     };
     // The audits and the consumer (the watchdog) are polled alongside, and the background audit

@@ -38,13 +38,34 @@ impl Reader {
         collection: &str,
         id: &str,
     ) -> Result<EntityAnswer, Arc<StoreError>> {
+        self.get_one_at(collection, id, 0).await
+    }
+
+    /// An entity read that never answers a version older than `min_version` (read-your-writes:
+    /// a cached copy older than that is passed over for the store).
+    pub async fn get_one_at(
+        self: &Arc<Self>,
+        collection: &str,
+        id: &str,
+        min_version: u64,
+    ) -> Result<EntityAnswer, Arc<StoreError>> {
         // The cold paths (miss, bypass) are boxed: inlined, their state would make every cache
         // hit's future several times larger, and it is moved and zeroed on each request.
         let Some(read_key) = self.views.get(collection).and_then(|v| v.read_key(id)) else {
             return Box::pin(self.store_answer(collection, id, CacheStatus::Bypass)).await;
         };
         let key = self.layout(collection).key(&read_key);
+        if let Some((json, version)) = self.near.as_ref().and_then(|n| n.get(&key, min_version)) {
+            self.counters.count(collection, CacheResult::Hit);
+            return Ok(EntityAnswer {
+                entity: Entity::Found { json, version },
+                cache: CacheStatus::Hit,
+            });
+        }
         match self.redis.get(&key).await {
+            Ok(Some(json)) if json == ABSENT_MARKER && min_version > 0 => {
+                Box::pin(self.fresh(collection, id, &key, min_version)).await
+            }
             Ok(Some(json)) if json == ABSENT_MARKER => {
                 self.counters.count(collection, CacheResult::NegativeHit);
                 Ok(EntityAnswer {
@@ -53,7 +74,13 @@ impl Reader {
                 })
             }
             Ok(Some(json)) => match version_of(&json) {
+                Some(version) if version < min_version => {
+                    Box::pin(self.fresh(collection, id, &key, min_version)).await
+                }
                 Some(version) => {
+                    if let Some(near) = &self.near {
+                        near.insert(&key, &json, version);
+                    }
                     self.counters.count(collection, CacheResult::Hit);
                     Ok(EntityAnswer {
                         entity: Entity::Found { json, version },
@@ -63,6 +90,9 @@ impl Reader {
                 // Not a document this pipeline wrote: treat it as a miss and let the populate fix it.
                 None => Box::pin(self.miss(collection, id, &key)).await,
             },
+            Ok(None) if min_version > 0 => {
+                Box::pin(self.fresh(collection, id, &key, min_version)).await
+            }
             Ok(None) => Box::pin(self.miss(collection, id, &key)).await,
             Err(err) => {
                 tracing::debug!(%err, "redis unavailable; reading from the store");
@@ -102,6 +132,38 @@ impl Reader {
                 drop(guard);
             });
         }
+        answer(read, CacheStatus::Miss)
+    }
+
+    /// The cache holds an older version than the reader asked for: the store answers (one read
+    /// per key at a time; the worker brings Redis up to date).
+    async fn fresh(
+        &self,
+        collection: &str,
+        id: &str,
+        key: &str,
+        min_version: u64,
+    ) -> Result<EntityAnswer, Arc<StoreError>> {
+        self.counters.count(collection, CacheResult::Miss);
+        let flight = self
+            .flights
+            .run(&format!("{key}\0fresh"), || async {
+                Fetched {
+                    read: self.read_store(collection, id).await,
+                    from_store: true,
+                }
+            })
+            .await;
+        let read = match flight.value.read {
+            // A flight joined may have read the store before this reader's write committed: an
+            // answer older than asked for is read again, alone.
+            Ok(found)
+                if flight.coalesced && found.as_ref().is_none_or(|v| v.version < min_version) =>
+            {
+                self.read_store(collection, id).await
+            }
+            read => read,
+        };
         answer(read, CacheStatus::Miss)
     }
 

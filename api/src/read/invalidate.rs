@@ -46,7 +46,10 @@ impl Reader {
         ids: &[String],
     ) -> Result<usize, InvalidateError> {
         let writer = self.populator.writer().await.ok_or_else(not_connected)?;
-        Ok(writer.invalidate(collection, ids).await?)
+        let cleared = writer.invalidate(collection, ids).await?;
+        // This instance's near-cache too; the others' entries expire within max_staleness.
+        self.flush_near_cache();
+        Ok(cleared)
     }
 
     /// Invalidates every entity the active generation of `collection` knows (has a meta for),
@@ -84,6 +87,7 @@ impl Reader {
                 cleared += writer.invalidate(collection, &ids).await?;
             }
             if next == 0 {
+                self.flush_near_cache();
                 return Ok(cleared);
             }
             cursor = next;

@@ -9,12 +9,16 @@
 //! - [`queries`]: nearest, top-N and hash fields.
 //! - [`populate`]: writing store reads back to Redis through the versioned apply.
 //! - [`generations`]: following each collection's active cache generation.
+//! - [`near_cache`]: the in-process L1 in front of Redis, kept honest by [`notices`].
 //! - [`invalidate`]: operators' removal of cache entries (the next read repopulates them).
 
 pub mod cache_counters;
+pub mod consistency;
 pub mod entity;
 pub mod generations;
 pub mod invalidate;
+pub mod near_cache;
+pub mod notices;
 pub mod populate;
 pub mod queries;
 pub mod redis_reads;
@@ -28,6 +32,7 @@ use cacheflow_shared::cache::KeyLayout;
 use cacheflow_shared::store::{DocumentStore, StoreError, Versioned};
 
 use self::cache_counters::CacheCounters;
+use self::near_cache::NearCache;
 use self::populate::Populator;
 use self::redis_reads::RedisReads;
 use self::single_flight::SingleFlight;
@@ -74,6 +79,8 @@ pub struct Reader {
     pub(crate) populator: Populator,
     pub(crate) views: views::Views,
     pub(crate) counters: CacheCounters,
+    /// The in-process L1 in front of Redis; `None` when turned off.
+    pub(crate) near: Option<NearCache>,
 }
 
 impl Reader {
@@ -92,6 +99,28 @@ impl Reader {
             populator,
             counters: CacheCounters::new(views.names()),
             views,
+            near: None,
+        }
+    }
+
+    /// Serves entity reads from `near` first.
+    pub fn with_near_cache(mut self, near: Option<NearCache>) -> Self {
+        self.near = near;
+        self
+    }
+
+    /// A worker notice: `collection`/`id` is at `version` in Redis now.
+    pub fn applied(&self, collection: &str, id: &str, version: u64) {
+        let Some(near) = &self.near else { return };
+        if let Some(read_key) = self.views.get(collection).and_then(|v| v.read_key(id)) {
+            near.applied(&self.layout(collection).key(&read_key), version);
+        }
+    }
+
+    /// Drops the near-cache's entries (an operator's invalidation).
+    pub fn flush_near_cache(&self) {
+        if let Some(near) = &self.near {
+            near.flush();
         }
     }
 

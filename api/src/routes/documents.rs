@@ -16,6 +16,7 @@ use crate::error::ApiError;
 use crate::event_size;
 use crate::extract::{etag, write_precondition, EntityPath, JsonObject};
 use crate::openapi::{DocumentSchema, ErrorBody};
+use crate::read::consistency::set_token;
 use crate::state::AppState;
 
 #[utoipa::path(
@@ -30,8 +31,8 @@ use crate::state::AppState;
     ),
     request_body(content = DocumentSchema, description = "The whole document", content_type = "application/json"),
     responses(
-        (status = 201, description = "Created", body = DocumentSchema, headers(("ETag" = String), ("Location" = String))),
-        (status = 200, description = "Replaced", body = DocumentSchema, headers(("ETag" = String))),
+        (status = 201, description = "Created", body = DocumentSchema, headers(("ETag" = String), ("Location" = String), ("Cacheflow-Token" = String))),
+        (status = 200, description = "Replaced", body = DocumentSchema, headers(("ETag" = String), ("Cacheflow-Token" = String))),
         (status = 400, description = "Invalid id, JSON, body or precondition header", body = ErrorBody),
         (status = 404, description = "Unknown collection", body = ErrorBody),
         (status = 412, description = "If-Match / If-None-Match did not hold", body = ErrorBody),
@@ -73,7 +74,7 @@ pub async fn put(
     ),
     request_body(content = Object, description = "An RFC 7396 JSON merge patch", content_type = "application/merge-patch+json"),
     responses(
-        (status = 200, description = "Merged", body = DocumentSchema, headers(("ETag" = String))),
+        (status = 200, description = "Merged", body = DocumentSchema, headers(("ETag" = String), ("Cacheflow-Token" = String))),
         (status = 400, description = "Invalid id, JSON, body or precondition header", body = ErrorBody),
         (status = 404, description = "Unknown collection, or the entity is absent", body = ErrorBody),
         (status = 412, description = "If-Match / If-None-Match did not hold", body = ErrorBody),
@@ -121,7 +122,7 @@ pub async fn patch(
         ("If-Match" = Option<String>, Header, description = "`\"<version>\"` or `*`"),
     ),
     responses(
-        (status = 204, description = "Deleted; the ETag is the tombstone's version", headers(("ETag" = String))),
+        (status = 204, description = "Deleted; the ETag is the tombstone's version", headers(("ETag" = String), ("Cacheflow-Token" = String))),
         (status = 400, description = "Invalid id, JSON, body or precondition header", body = ErrorBody),
         (status = 404, description = "Unknown collection, or the entity is absent", body = ErrorBody),
         (status = 412, description = "If-Match / If-None-Match did not hold", body = ErrorBody),
@@ -143,6 +144,7 @@ pub async fn delete(
     log_commit(&outcome);
     let mut response = StatusCode::NO_CONTENT.into_response();
     set_etag(&mut response, outcome.version);
+    set_token(&mut response, outcome.version);
     Ok(response)
 }
 
@@ -206,6 +208,7 @@ fn written(collection: &str, id: &str, outcome: WriteOutcome) -> Response {
     };
     let mut response = (status, Json(outcome.document)).into_response();
     set_etag(&mut response, outcome.version);
+    set_token(&mut response, outcome.version);
     if outcome.created {
         if let Ok(location) = HeaderValue::from_str(&format!("/v1/{collection}/{id}")) {
             response.headers_mut().insert(header::LOCATION, location);

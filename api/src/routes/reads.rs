@@ -17,6 +17,7 @@ use serde_json::Value;
 use crate::error::ApiError;
 use crate::extract::{check_ids, etag, EntityPath, IfNoneMatch, PathParams};
 use crate::openapi::{DocumentSchema, ErrorBody};
+use crate::read::consistency::MinVersion;
 use crate::read::entity::Entity;
 use crate::read::queries::{NearQuery, Ranked};
 use crate::read::views::CollectionView;
@@ -35,11 +36,13 @@ const MAX_OFFSET: usize = 100_000;
         ("collection" = String, Path, description = "A collection of the pipeline"),
         ("id" = String, Path, description = "Entity id"),
         ("If-None-Match" = Option<String>, Header, description = "ETags the client holds"),
+        ("min_version" = Option<u64>, Query, description = "Read-your-writes: never answer an older version than this (a cached older copy is passed over for the store)"),
+        ("Cacheflow-Token" = Option<String>, Header, description = "Read-your-writes: the token a write of this entity answered; like `min_version`"),
     ),
     responses(
         (status = 200, description = "The document; `X-Cache` says hit, miss or bypass", body = DocumentSchema, headers(("ETag" = String), ("X-Cache" = String))),
         (status = 304, description = "The client's copy is current"),
-        (status = 400, description = "Invalid id", body = ErrorBody),
+        (status = 400, description = "Invalid id, `min_version` or `Cacheflow-Token`", body = ErrorBody),
         (status = 404, description = "Unknown collection or absent entity", body = ErrorBody),
         (status = 503, description = "A miss needed the store, which is unavailable", body = ErrorBody),
     )
@@ -48,10 +51,11 @@ pub async fn get_one(
     State(state): State<AppState>,
     EntityPath { collection, id }: EntityPath,
     IfNoneMatch(if_none): IfNoneMatch,
+    MinVersion(min_version): MinVersion,
 ) -> Result<Response, ApiError> {
     let answer = state
         .reader()
-        .get_one(&collection.name, &id)
+        .get_one_at(&collection.name, &id, min_version)
         .await
         .map_err(|err| ApiError::from_shared_store(&err, &collection.name, &id))?;
     let mut response = match answer.entity {

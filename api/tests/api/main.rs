@@ -14,6 +14,7 @@ mod helpers;
 mod limits;
 mod listing;
 mod nats_outage;
+mod near_cache;
 mod openapi;
 mod projections;
 mod queries;

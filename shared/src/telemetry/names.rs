@@ -34,6 +34,16 @@ pub const OUTBOX_PUBLISHED_EVENTS_TOTAL: &str = "cacheflow_outbox_published_even
 pub const OUTBOX_PUBLISH_FAILURES_TOTAL: &str = "cacheflow_outbox_publish_failures_total";
 /// Counter `{collection, outcome}` ([`POPULATE_OUTCOMES`]): cache-aside populates after a miss.
 pub const CACHE_POPULATE_TOTAL: &str = "cacheflow_cache_populate_total";
+/// Counter: entity reads answered by the API's in-process near-cache (L1).
+pub const NEAR_CACHE_HITS_TOTAL: &str = "cacheflow_near_cache_hits_total";
+/// Counter: entity reads the near-cache could not answer (absent, announced newer, too old).
+pub const NEAR_CACHE_MISSES_TOTAL: &str = "cacheflow_near_cache_misses_total";
+/// Counter: near-cache entries evicted to stay within `reads.near_cache_bytes`.
+pub const NEAR_CACHE_EVICTIONS_TOTAL: &str = "cacheflow_near_cache_evictions_total";
+/// Counter: near-cache entries a worker notice made older than Redis (dropped).
+pub const NEAR_CACHE_INVALIDATIONS_TOTAL: &str = "cacheflow_near_cache_invalidations_total";
+/// Gauge: bytes the near-cache holds (keys, documents, bookkeeping).
+pub const NEAR_CACHE_BYTES: &str = "cacheflow_near_cache_bytes";
 
 // ---------------------------------------------------------------------------------------------
 // Sync worker
@@ -88,6 +98,11 @@ pub const API: &[&str] = &[
     OUTBOX_PUBLISHED_EVENTS_TOTAL,
     OUTBOX_PUBLISH_FAILURES_TOTAL,
     CACHE_POPULATE_TOTAL,
+    NEAR_CACHE_HITS_TOTAL,
+    NEAR_CACHE_MISSES_TOTAL,
+    NEAR_CACHE_EVICTIONS_TOTAL,
+    NEAR_CACHE_INVALIDATIONS_TOTAL,
+    NEAR_CACHE_BYTES,
 ];
 
 /// The sync worker's metrics.
@@ -191,6 +206,6 @@ mod tests {
         let unique: BTreeSet<&str> = listed.iter().copied().collect();
         assert_eq!(listed.len(), unique.len(), "a name is listed twice");
         assert_eq!(unique, declared);
-        assert_eq!(declared.len(), 24);
+        assert_eq!(declared.len(), 29);
     }
 }
