@@ -52,10 +52,13 @@ const Entity = (() => {
     }
   }
 
-  async function load(id) {
+  // `token`: the Cacheflow-Token of a write just made, so that the reload after a save shows that
+  // version (read-your-writes) even while the worker has not projected it yet.
+  async function load(id, token) {
     message("");
     try {
-      const response = await Api.request("GET", path(id));
+      const headers = token ? { "Cacheflow-Token": token } : {};
+      const response = await Api.request("GET", path(id), { headers });
       loaded = { id, etag: response.headers.get("ETag") };
       $("entity-doc").value = JSON.stringify(response.body, null, 2);
       meta([
@@ -91,7 +94,7 @@ const Entity = (() => {
     if (kind === "save" && !(loaded && loaded.id === id)) return message("Load the entity first.", "error");
     try {
       const response = await Api.request("PUT", path(id), { body: doc, headers });
-      await load(id);
+      await load(id, response.headers.get("Cacheflow-Token"));
       message(`Saved: version ${response.body.version}.`, "done");
     } catch (err) {
       if (err.status === 412) {
