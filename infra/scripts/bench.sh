@@ -334,10 +334,25 @@ wrk_rps() { # name url
 }
 if command -v wrk >/dev/null 2>&1; then
     L1_KEY=$(printf 'place-%0*d' "$(( ${#SEED_COUNT} > 4 ? ${#SEED_COUNT} : 4 ))" 1)
-    say "wrk: baseline, API with L1, API with L1 off"
-    WRK_BASE_RPS=$(wrk_rps l1-baseline "$BASELINE/v1/places/$L1_KEY")
-    WRK_API_RPS=$(wrk_rps l1-on "$API/v1/places/$L1_KEY")
-    WRK_API_OFF_RPS=$(wrk_rps l1-off "$API_OFF/v1/places/$L1_KEY")
+    # Two rounds in mirrored order (baseline, L1 on, L1 off, then L1 off, L1 on, baseline), so a
+    # slow phase of the shared machine weighs on all three alike; compared by their means.
+    say "wrk: baseline, API with L1, API with L1 off (two mirrored rounds)"
+    for round in 1 2; do
+        if [ "$round" = 1 ]; then order=(baseline on off); else order=(off on baseline); fi
+        for which in "${order[@]}"; do
+            case $which in
+                baseline) url=$BASELINE ;;
+                on) url=$API ;;
+                off) url=$API_OFF ;;
+            esac
+            wrk_rps "l1-$which-$round" "$url/v1/places/$L1_KEY" >"$RES/wrk-l1-$which-$round.rps"
+        done
+    done
+    wrk_mean() { cat "$RES/wrk-l1-$1-1.rps" "$RES/wrk-l1-$1-2.rps" |
+        awk '$1 + 0 > 0 { s += $1; n++ } END { if (n == 2) printf "%.0f", s / n; else printf "n/a" }'; }
+    WRK_BASE_RPS=$(wrk_mean baseline)
+    WRK_API_RPS=$(wrk_mean on)
+    WRK_API_OFF_RPS=$(wrk_mean off)
 fi
 # CPU µs per request of process $1 during step $2 at $3 req/s.
 us_per_req() { [ -s "$RES/$2.cpu" ] || { printf 'n/a'; return; }
@@ -375,6 +390,11 @@ lt top top --api "$API" --users "$USERS" "${COMMON[@]}"
 lt write-burst write-burst --api "$API" --users "$WRITE_USERS" --redis "$REDIS_URL" "${COMMON[@]}"
 lt sync-lag sync-lag --api "$API" --rate "$LAG_RATE" --duration "$LAG_DURATION" --warmup "$WARMUP" \
     --ids "$SEED_COUNT" --redis "$REDIS_URL"
+# Sync lag across instances (issue 17): written through the instance with the near-cache off,
+# read back through the one with it on, so the lag includes the worker's applied notice reaching
+# the other instance's L1.
+lt sync-lag-two sync-lag --api "$API_OFF" --read-api "$API" --watch api --rate "$LAG_RATE" \
+    --duration "$LAG_DURATION" --warmup "$WARMUP" --ids "$SEED_COUNT" --redis "$REDIS_URL"
 lt cold-miss-storm cold-miss-storm --api "$API" --users "$STORM_USERS" --rounds "$STORM_ROUNDS" \
     --redis "$REDIS_URL" --metrics "$METRICS"
 
@@ -498,7 +518,7 @@ storm_verdict() {
     fi
 }
 
-SCENARIOS="baseline-read-hit-1 read-hit-1 read-hit-2 baseline-read-hit-2 baseline-read-hit-3 read-hit-3 read-hit-4 baseline-read-hit-4 read-hit-half baseline-read-hit-half read-hit-l1-off mixed near top write-burst sync-lag cold-miss-storm"
+SCENARIOS="baseline-read-hit-1 read-hit-1 read-hit-2 baseline-read-hit-2 baseline-read-hit-3 read-hit-3 read-hit-4 baseline-read-hit-4 read-hit-half baseline-read-hit-half read-hit-l1-off mixed near top write-burst sync-lag sync-lag-two cold-miss-storm"
 # CPU % of the machine not used by the benchmark's processes during a loadtests step.
 others() { # step
     local gen
@@ -639,11 +659,13 @@ EOT
     row baseline-read-hit-4 "baseline: bare axum + Redis GET (run 4)"
     row baseline-read-hit-half "baseline at half its throughput"
     row read-hit-half "read-hit at half the baseline's throughput"
+    row read-hit-l1-off "read-hit, API with the near-cache off"
     row mixed "mixed 90/10 (all requests)"
     row near "near (GEOSEARCH, 1 km, limit 10)"
     row top "top (rating / rating_by_category, limit 10)"
     row write-burst "write-burst (PUT)"
     row sync-lag "sync-lag writes (PUT)"
+    row sync-lag-two "sync-lag writes through the L1-off instance (PUT)"
     row cold-miss-storm "cold-miss storm (GET, all rounds)"
 
     cat <<EOT
@@ -783,7 +805,7 @@ EOT
     echo
     echo "wrk against the baseline:"
     cat "$RES/wrk-baseline.txt" 2>/dev/null || echo "not run"
-    for n in l1-baseline l1-on l1-off; do
+    for n in l1-baseline-1 l1-on-1 l1-off-1 l1-off-2 l1-on-2 l1-baseline-2; do
         echo
         echo "wrk $n:"
         cat "$RES/wrk-$n.txt" 2>/dev/null || echo "not run"
@@ -804,10 +826,16 @@ EOT
         "$(ratio "$API_RPS" "$BASE_RPS")" "$L1_OFF_RPS" "$(ratio "$L1_OFF_RPS" "$BASE_RPS")"
     printf '| wrk -t1 -c%s one key | %s | %s | %s | %s | %s |\n' "$USERS" "$WRK_BASE_RPS" "$WRK_API_RPS" \
         "$(ratio "$WRK_API_RPS" "$WRK_BASE_RPS")" "$WRK_API_OFF_RPS" "$(ratio "$WRK_API_OFF_RPS" "$WRK_BASE_RPS")"
-    printf '\nCPU per request under wrk (utime + stime from /proc/<pid>/stat): baseline %s µs, API with L1 %s µs, API with L1 off %s µs.\n' \
-        "$(us_per_req cacheflow-baseline wrk-l1-baseline "$WRK_BASE_RPS")" \
-        "$(us_per_req cacheflow-api wrk-l1-on "$WRK_API_RPS")" \
-        "$(us_per_req cacheflow-api-l1-off wrk-l1-off "$WRK_API_OFF_RPS")"
+    printf '\nwrk numbers are the means of two mirrored rounds (baseline, L1 on, L1 off; L1 off, L1 on, baseline): %s.\n' \
+        "$(for w in baseline on off; do printf '%s %s / %s  ' "$w" "$(cat "$RES/wrk-l1-$w-1.rps" 2>/dev/null)" "$(cat "$RES/wrk-l1-$w-2.rps" 2>/dev/null)"; done)"
+    printf '\nCPU per request under wrk, round 1 (utime + stime from /proc/<pid>/stat): baseline %s µs, API with L1 %s µs, API with L1 off %s µs.\n' \
+        "$(us_per_req cacheflow-baseline wrk-l1-baseline-1 "$(cat "$RES/wrk-l1-baseline-1.rps" 2>/dev/null)")" \
+        "$(us_per_req cacheflow-api wrk-l1-on-1 "$(cat "$RES/wrk-l1-on-1.rps" 2>/dev/null)")" \
+        "$(us_per_req cacheflow-api-l1-off wrk-l1-off-1 "$(cat "$RES/wrk-l1-off-1.rps" 2>/dev/null)")"
+    printf '\nSync lag across instances (written through the L1-off instance at %s writes/s, read back through the L1 one until its ETag shows the version; target p99 <= 10 ms): p50 %s ms, p99 **%s ms**, max %s ms over %s writes; not visible within 5 s: %s; write errors: %s.\n' \
+        "$LAG_RATE" "$(j sync-lag-two .extra.lag_ms.p50_ms)" "$(j sync-lag-two .extra.lag_ms.p99_ms)" \
+        "$(j sync-lag-two .extra.lag_ms.max_ms)" "$(j sync-lag-two .extra.measured)" \
+        "$(j sync-lag-two .extra.not_visible_within_timeout)" "$(j sync-lag-two .errors)"
     if [ "${#FAILED[@]}" -gt 0 ]; then
         printf '\n**Failed in this run:** %s (their logs were kept by the script).\n' "${FAILED[*]}"
     fi

@@ -399,6 +399,20 @@ pub(crate) mod tests {
         assert_eq!(args.watch, scenarios::sync_lag::Watch::Poll);
         assert_eq!(args.visibility_timeout_ms, 5000);
         assert!(fails(&["sync-lag", "--watch", "sometimes"]));
+        let cli = parse(&[
+            "sync-lag",
+            "--redis",
+            "redis://127.0.0.1:6390",
+            "--watch",
+            "api",
+            "--read-api",
+            "http://127.0.0.1:8081",
+        ]);
+        let Scenario::SyncLag(args) = cli.command else {
+            panic!()
+        };
+        assert_eq!(args.watch, scenarios::sync_lag::Watch::Api);
+        assert_eq!(args.read_api.as_deref(), Some("http://127.0.0.1:8081"));
 
         let cli = parse(&["write-burst", "--write-ids", "5", "--write-prefix", "wb_"]);
         let Scenario::WriteBurst(args) = cli.command else {

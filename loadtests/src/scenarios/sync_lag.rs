@@ -11,6 +11,10 @@
 //! - `poll`: a dedicated connection MGETs the keys of every acknowledged, not yet visible write in
 //!   a tight loop and compares versions; the lag ends when the reply that shows the version
 //!   arrives (so it includes up to one round trip).
+//! - `api`: the same tight loop, but through another API instance (`--read-api`): concurrent
+//!   `GET /v1/places/{id}` of the acknowledged, not yet visible writes until the answer's `ETag`
+//!   shows the version. This is the lag a reader of a second instance sees, its near-cache and
+//!   the applied notices included (up to one round trip of resolution).
 //!
 //! Writes whose version is not visible within `--visibility-timeout-ms` are counted, not timed.
 
@@ -30,7 +34,7 @@ use tokio::sync::Notify;
 
 use crate::args::CommonArgs;
 use crate::engine::{self, Load, Workload};
-use crate::http::{Answer, Planned};
+use crate::http::{Answer, Client, Planned, Target};
 use crate::redis_util;
 use crate::scenarios::write_burst::document;
 use crate::stats::{histogram, record, LatencySummary, Report};
@@ -44,6 +48,8 @@ pub enum Watch {
     Notify,
     /// MGET of the pending keys in a tight loop.
     Poll,
+    /// GETs of the pending ids through another API instance (`--read-api`) in a tight loop.
+    Api,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -56,6 +62,9 @@ pub struct SyncLagArgs {
     /// A write not visible this long after its acknowledgement counts as not visible.
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
     pub visibility_timeout_ms: u64,
+    /// `--watch api`: the API instance the new versions are read through (not the one written to).
+    #[arg(long)]
+    pub read_api: Option<String>,
 }
 
 #[derive(Debug)]
@@ -362,6 +371,47 @@ pub async fn watch_poll(
     }
 }
 
+/// Concurrent reads of the API watcher: enough for the writes in flight at 1,000/s.
+const API_WATCH_CONNECTIONS: usize = 8;
+
+/// Runs the `api` watcher until aborted.
+pub async fn watch_api(
+    target: Arc<Target>,
+    ids: Vec<String>,
+    tracker: Arc<Tracker>,
+) -> anyhow::Result<()> {
+    let mut clients: Vec<Client> = (0..API_WATCH_CONNECTIONS)
+        .map(|_| Client::new(target.clone()))
+        .collect();
+    loop {
+        let awaiting = tracker.awaiting();
+        if awaiting.is_empty() {
+            tokio::select! {
+                () = tracker.acked.notified() => {}
+                () = tokio::time::sleep(Duration::from_millis(5)) => {}
+            }
+            continue;
+        }
+        for chunk in awaiting.chunks(clients.len()) {
+            let reads = clients.iter_mut().zip(chunk).map(|(client, &(n, _))| {
+                let planned = Planned::get(0, n, format!("/v1/places/{}", ids[n as usize]));
+                async move { (n, client.send(&planned).await) }
+            });
+            for (n, answer) in futures::future::join_all(reads).await {
+                let at = Instant::now();
+                match answer {
+                    Ok(answer) => {
+                        if let Some(version) = answer.etag_version() {
+                            tracker.version_seen(n, version, at);
+                        }
+                    }
+                    Err(e) => anyhow::bail!("reading through {}: {e}", target.url),
+                }
+            }
+        }
+    }
+}
+
 /// Runs the scenario.
 pub async fn run(args: &SyncLagArgs, threads: usize) -> anyhow::Result<Report> {
     let common = &args.common;
@@ -410,6 +460,19 @@ pub async fn run(args: &SyncLagArgs, threads: usize) -> anyhow::Result<Report> {
                 }
             }
         }
+        Watch::Api => {
+            let url = args
+                .read_api
+                .as_deref()
+                .context("--watch api needs --read-api (the other API instance)")?;
+            let target = Target::parse_with_key(url, common.api_key.as_ref())?;
+            let (ids, tracker) = (super::ids(&common.prefix, common.ids()), tracker.clone());
+            tokio::spawn(async move {
+                if let Err(e) = watch_api(target, ids, tracker).await {
+                    eprintln!("sync-lag: the API watcher stopped: {e:#}");
+                }
+            })
+        }
         Watch::Poll => {
             let (poll_conn, keys, tracker) = (
                 redis_util::connect(redis_url).await?,
@@ -457,7 +520,12 @@ pub async fn run(args: &SyncLagArgs, threads: usize) -> anyhow::Result<Report> {
     let mut report = super::report("sync-lag", common, threads, load, &["put"], &out);
     let summary = LatencySummary::of(&lag.lag);
     report.notes.push(format!(
-        "sync lag, API ack -> visible in Redis ({}): {} writes measured; {}",
+        "sync lag, API ack -> visible {} ({}): {} writes measured; {}",
+        if args.watch == Watch::Api {
+            "through the other API instance"
+        } else {
+            "in Redis"
+        },
         format!("{:?}", args.watch).to_lowercase(),
         lag.lag.len(),
         summary.line()
